@@ -1,0 +1,244 @@
+/*
+ * trimodal graph: build a computation once, then run forward and backward
+ * on it many times.
+ *
+ *   tm_graph *g = tm_graph_new();
+ *   tm_node *x = tm_input(g, "x", TM_F32, 2, (int64_t[]){32, 784});
+ *   tm_node *w = tm_param(g, "fc.weight", 2, (int64_t[]){10, 784});
+ *   tm_node *b = tm_param(g, "fc.bias", 1, (int64_t[]){10});
+ *   tm_node *y = tm_input(g, "y", TM_I32, 1, (int64_t[]){32});
+ *   tm_node *loss = tm_cross_entropy(g, tm_linear(g, x, w, b), y, 0.0f, -100);
+ *   if (tm_graph_compile(g, loss, TM_GRAPH_TRAIN) != TM_OK) ... tm_last_error()
+ *   ... fill tm_node_data(g, x), tm_node_data(g, y) ...
+ *   tm_graph_forward(g); tm_graph_backward(g);
+ *   ... update tm_graph_params(g) from tm_graph_grads(g) ...
+ *
+ * Builders only record the op and infer its shape. A builder given a NULL
+ * input or invalid shapes returns NULL and records the first error in the
+ * graph; tm_graph_compile() then fails with that message, so a model can be
+ * built without checking every call.
+ *
+ * Memory: parameters live in one contiguous f32 buffer and their gradients
+ * in another, in creation order (so an optimizer is one flat loop and a
+ * checkpoint one write). Activations, their gradients and scratch space are
+ * placed by a memory plan into one arena sized once at compile time:
+ * buffers whose lifetimes do not overlap share memory, and forward and
+ * backward never allocate.
+ *
+ * Thread-safety: a graph is used by one thread at a time; kernels inside it
+ * use the library's thread pool.
+ */
+#ifndef TRIMODAL_GRAPH_H
+#define TRIMODAL_GRAPH_H
+
+#include "trimodal/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tm_graph tm_graph;
+typedef struct tm_node tm_node;
+
+/* Every op of the graph; names in tm_op_name(). */
+typedef enum {
+    TM_OP_INPUT = 0,
+    TM_OP_PARAM,
+    TM_OP_MATMUL,
+    TM_OP_ADD,
+    TM_OP_SUB,
+    TM_OP_MUL,
+    TM_OP_DIV,
+    TM_OP_SCALE,       /* a * x + b for scalars a, b */
+    TM_OP_SUM,
+    TM_OP_MEAN,
+    TM_OP_EXP,
+    TM_OP_LOG,
+    TM_OP_SQRT,
+    TM_OP_TANH,
+    TM_OP_SIGMOID,
+    TM_OP_RELU,
+    TM_OP_GELU,        /* exact: x * Phi(x) */
+    TM_OP_GELU_TANH,   /* tanh approximation */
+    TM_OP_SILU,
+    TM_OP_SOFTMAX,
+    TM_OP_LOG_SOFTMAX,
+    TM_OP_LAYERNORM,
+    TM_OP_RMSNORM,
+    TM_OP_DROPOUT,
+    TM_OP_EMBEDDING,
+    TM_OP_CONCAT,
+    TM_OP_SLICE,
+    TM_OP_RESHAPE,
+    TM_OP_PERMUTE,
+    TM_OP_CONV1D,
+    TM_OP_CONV2D,
+    TM_OP_MAXPOOL2D,
+    TM_OP_AVGPOOL2D,
+    TM_OP_ATTENTION,
+    TM_OP_CROSS_ENTROPY,
+    TM_OP_L2_NORMALIZE,
+    TM_OP_COSINE_SIMILARITY,
+    TM_OP_COUNT
+} tm_op;
+
+const char *tm_op_name(tm_op op);
+
+/* ------------------------------------------------------------- lifetime */
+
+tm_graph *tm_graph_new(void); /* NULL + tm_last_error() on failure */
+void tm_graph_free(tm_graph *g);  /* NULL is harmless */
+
+/* The first error recorded while building (TM_OK if none). */
+tm_status tm_graph_status(const tm_graph *g);
+
+/* ---------------------------------------------------------- leaves */
+
+/* An input filled by the caller before each forward pass: TM_F32, or TM_I32
+ * for indices and labels. Its memory is never reused by the plan. */
+tm_node *tm_input(tm_graph *g, const char *name, tm_dtype dtype, int ndim,
+                  const int64_t *shape);
+/* Asks for the gradient of an f32 input (read with tm_node_grad). */
+tm_node *tm_requires_grad(tm_graph *g, tm_node *input);
+/* A trainable f32 parameter, zero-initialised, stored in the parameter
+ * buffer. Names must be unique. */
+tm_node *tm_param(tm_graph *g, const char *name, int ndim, const int64_t *shape);
+/* A parameter frozen in place: used in forward, never given a gradient. */
+tm_status tm_param_freeze(tm_graph *g, tm_node *param, int frozen);
+
+/* ------------------------------------------------------------ ops */
+
+/* a (..., M, K) x b (..., K, N) -> (..., M, N); trans_a/trans_b use the
+ * last two axes transposed. b may be 2-D (shared by every batch entry), or
+ * both have the same leading batch axes. */
+tm_node *tm_matmul(tm_graph *g, tm_node *a, tm_node *b, int trans_a, int trans_b);
+/* x (..., in) w (out, in) b (out) or NULL -> (..., out), as torch Linear. */
+tm_node *tm_linear(tm_graph *g, tm_node *x, tm_node *w, tm_node *b);
+
+/* Elementwise with NumPy broadcasting. */
+tm_node *tm_add(tm_graph *g, tm_node *a, tm_node *b);
+tm_node *tm_sub(tm_graph *g, tm_node *a, tm_node *b);
+tm_node *tm_mul(tm_graph *g, tm_node *a, tm_node *b);
+tm_node *tm_div(tm_graph *g, tm_node *a, tm_node *b);
+tm_node *tm_scale(tm_graph *g, tm_node *x, float a, float b); /* a*x + b */
+
+/* Reductions over a set of axes (negative axes count from the end);
+ * naxes == 0 reduces over every axis. keepdim keeps reduced axes as 1. */
+tm_node *tm_sum(tm_graph *g, tm_node *x, int naxes, const int *axes, int keepdim);
+tm_node *tm_mean(tm_graph *g, tm_node *x, int naxes, const int *axes, int keepdim);
+
+tm_node *tm_exp(tm_graph *g, tm_node *x);
+tm_node *tm_log(tm_graph *g, tm_node *x);
+tm_node *tm_sqrt(tm_graph *g, tm_node *x);
+tm_node *tm_tanh(tm_graph *g, tm_node *x);
+tm_node *tm_sigmoid(tm_graph *g, tm_node *x);
+tm_node *tm_relu(tm_graph *g, tm_node *x);
+tm_node *tm_gelu(tm_graph *g, tm_node *x);      /* erf form */
+tm_node *tm_gelu_tanh(tm_graph *g, tm_node *x); /* tanh form */
+tm_node *tm_silu(tm_graph *g, tm_node *x);
+
+/* Over the last axis. */
+tm_node *tm_softmax(tm_graph *g, tm_node *x);
+tm_node *tm_log_softmax(tm_graph *g, tm_node *x);
+/* Over the last axis; weight and bias (C) may be NULL. */
+tm_node *tm_layernorm(tm_graph *g, tm_node *x, tm_node *weight, tm_node *bias, float eps);
+tm_node *tm_rmsnorm(tm_graph *g, tm_node *x, tm_node *weight, float eps);
+
+/* Inverted dropout with probability p, active only in a graph compiled
+ * with TM_GRAPH_TRAIN. The mask is a pure function of (seed, call number,
+ * element index): reproducible whatever the thread count. */
+tm_node *tm_dropout(tm_graph *g, tm_node *x, float p, uint64_t seed);
+
+/* table (V, C), ids (...) i32 -> (..., C). An id outside [0, V) makes the
+ * forward pass fail with TM_ERR_INVALID. */
+tm_node *tm_embedding(tm_graph *g, tm_node *table, tm_node *ids);
+
+tm_node *tm_concat(tm_graph *g, int n, tm_node *const *xs, int axis);
+/* Elements start, start+step, ... < stop along axis (step >= 1). */
+tm_node *tm_slice(tm_graph *g, tm_node *x, int axis, int64_t start, int64_t stop,
+                  int64_t step);
+/* Splits x along axis into n parts of the given sizes (sum = the axis). */
+tm_status tm_split(tm_graph *g, tm_node *x, int axis, int n, const int64_t *sizes,
+                   tm_node **outs);
+/* One size may be -1 (inferred). Shares memory with x. */
+tm_node *tm_reshape(tm_graph *g, tm_node *x, int ndim, const int64_t *shape);
+tm_node *tm_permute(tm_graph *g, tm_node *x, const int *perm);
+tm_node *tm_transpose(tm_graph *g, tm_node *x, int axis0, int axis1);
+
+/* x (N, Cin, L), w (Cout, Cin, K), b (Cout) or NULL -> (N, Cout, Lout). */
+tm_node *tm_conv1d(tm_graph *g, tm_node *x, tm_node *w, tm_node *b, int stride, int pad);
+/* x (N, Cin, H, W), w (Cout, Cin, KH, KW), b (Cout) or NULL. */
+tm_node *tm_conv2d(tm_graph *g, tm_node *x, tm_node *w, tm_node *b, int stride_h,
+                   int stride_w, int pad_h, int pad_w);
+/* x (N, C, H, W) or (N, C, L) for 1-D pooling (then kh = 1, sh = 1, ph = 0). */
+tm_node *tm_maxpool2d(tm_graph *g, tm_node *x, int kh, int kw, int sh, int sw, int ph,
+                      int pw);
+tm_node *tm_avgpool2d(tm_graph *g, tm_node *x, int kh, int kw, int sh, int sw, int ph,
+                      int pw);
+
+/* q (B, H, Tq, D), k and v (B, H, Tk, D), key_bias (B, Tk) or NULL (0 keep,
+ * -inf mask) -> (B, H, Tq, D). scale <= 0 means 1/sqrt(D). */
+tm_node *tm_attention(tm_graph *g, tm_node *q, tm_node *k, tm_node *v, tm_node *key_bias,
+                      float scale, int causal);
+
+/* logits (N, C), labels (N) i32 -> scalar mean loss over the labels that are
+ * not ignore_index, with label smoothing eps (PyTorch semantics). */
+tm_node *tm_cross_entropy(tm_graph *g, tm_node *logits, tm_node *labels,
+                          float label_smoothing, int ignore_index);
+/* x / max(||x||_2, eps) over the last axis. */
+tm_node *tm_l2_normalize(tm_graph *g, tm_node *x, float eps);
+/* a . b / max(||a|| ||b||, eps) over the last axis (shapes broadcast). */
+tm_node *tm_cosine_similarity(tm_graph *g, tm_node *a, tm_node *b, float eps);
+
+/* ------------------------------------------------------ compile and run */
+
+typedef enum {
+    TM_GRAPH_INFER = 0, /* forward only; dropout off; activations reused early */
+    TM_GRAPH_TRAIN = 1  /* forward and backward from a scalar loss */
+} tm_graph_mode;
+
+/* Keeps a node's value readable after forward (outputs are otherwise
+ * overwritten by the memory plan). The compiled root is always kept. */
+tm_status tm_graph_keep(tm_graph *g, tm_node *node);
+
+/* Plans memory for the nodes that `root` depends on. In TM_GRAPH_TRAIN mode
+ * root must be a scalar. Fails with the first build error, if any. */
+tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode);
+
+tm_status tm_graph_forward(tm_graph *g);
+/* Zeroes every parameter gradient, then back-propagates d root = 1. */
+tm_status tm_graph_backward(tm_graph *g);
+/* The same, adding to the gradients already there (gradient accumulation). */
+tm_status tm_graph_backward_accumulate(tm_graph *g);
+
+/* -------------------------------------------------------------- access */
+
+/* The node's value (f32 or i32 per its dtype); valid after compile for
+ * inputs and parameters, after forward for kept nodes. */
+void *tm_node_data(tm_graph *g, tm_node *node);
+/* The gradient of a parameter or of a tm_requires_grad input after
+ * backward; NULL otherwise. */
+float *tm_node_grad(tm_graph *g, tm_node *node);
+/* A tensor view of the node's value (does not own data). */
+tm_status tm_node_tensor(tm_graph *g, tm_node *node, tm_tensor *out);
+int tm_node_ndim(const tm_node *node);
+const int64_t *tm_node_shape(const tm_node *node);
+int64_t tm_node_numel(const tm_node *node);
+tm_op tm_node_op(const tm_node *node);
+const char *tm_node_name(const tm_node *node);
+
+/* Parameters (and their gradients) as one flat buffer each. */
+float *tm_graph_params(tm_graph *g, size_t *count);
+float *tm_graph_grads(tm_graph *g, size_t *count);
+int tm_graph_param_count(const tm_graph *g);      /* number of param nodes */
+tm_node *tm_graph_param_at(tm_graph *g, int i);   /* in creation order */
+tm_node *tm_graph_find_param(tm_graph *g, const char *name);
+/* Bytes of the activation arena, and what it would have been without
+ * reuse (the sum of every planned buffer). */
+size_t tm_graph_arena_bytes(const tm_graph *g);
+size_t tm_graph_arena_bytes_unplanned(const tm_graph *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
