@@ -78,7 +78,6 @@ typedef enum {
     TM_OP_ATTENTION,
     TM_OP_CROSS_ENTROPY,
     TM_OP_L2_NORMALIZE,
-    TM_OP_COSINE_SIMILARITY,
     TM_OP_COUNT
 } tm_op;
 
@@ -187,7 +186,8 @@ tm_node *tm_cross_entropy(tm_graph *g, tm_node *logits, tm_node *labels,
                           float label_smoothing, int ignore_index);
 /* x / max(||x||_2, eps) over the last axis. */
 tm_node *tm_l2_normalize(tm_graph *g, tm_node *x, float eps);
-/* a . b / max(||a|| ||b||, eps) over the last axis (shapes broadcast). */
+/* (a / max(||a||, eps)) . (b / max(||b||, eps)) over the last axis (the
+ * leading axes broadcast); built from l2_normalize, mul and sum. */
 tm_node *tm_cosine_similarity(tm_graph *g, tm_node *a, tm_node *b, float eps);
 
 /* ------------------------------------------------------ compile and run */

@@ -1,0 +1,77 @@
+/* The graph's internal representation, shared by the builders (graph.c),
+ * the planner (plan.c) and the CPU backend (exec_cpu.c). */
+#ifndef TM_GRAPH_INTERNAL_H
+#define TM_GRAPH_INTERNAL_H
+
+#include "trimodal/graph.h"
+
+#define TM_MAX_SRC 16 /* most inputs of one op (concat) */
+
+struct tm_node {
+    int id;    /* creation order, which is a topological order */
+    tm_op op;
+    tm_dtype dtype;
+    int ndim;
+    int64_t shape[TM_MAX_DIMS];
+    int64_t numel;
+    int nsrc;
+    tm_node *src[TM_MAX_SRC];
+    int ip[8];      /* integer settings of the op (axes, strides, ...) */
+    float fp[4];    /* float settings (eps, scale, ...) */
+    uint64_t seed;  /* dropout */
+    char *name;     /* inputs and parameters */
+
+    int requires_grad; /* set at compile time */
+    int frozen;        /* parameters only */
+    int keep;
+    int in_plan;       /* an ancestor of the compiled root */
+    tm_node *storage;  /* the node whose memory this one shares (itself, or a
+                          reshape's source's storage) */
+
+    /* sizes decided by the builder */
+    size_t aux_bytes;   /* saved for backward (mean/rstd, lse, argmax...) */
+    size_t fwd_work;    /* scratch floats for forward */
+    size_t bwd_work;    /* scratch floats for backward */
+
+    /* memory, set by the planner */
+    size_t param_off;   /* parameters: offset in floats into params/grads */
+    void *value;
+    float *grad;
+    void *aux;
+    float *work;        /* forward scratch */
+    float *bwork;       /* backward scratch */
+    uint64_t dropout_stream; /* the forward call number, for the mask */
+};
+
+struct tm_graph {
+    tm_node **nodes;
+    int n, cap;
+    tm_status status;       /* first build error */
+    char error[512];
+    int compiled;
+    tm_graph_mode mode;
+    tm_node *root;
+    size_t n_params;        /* floats */
+    float *params, *grads;
+    unsigned char *arena;
+    size_t arena_bytes, unplanned_bytes;
+    void **input_bufs;      /* one per input node, persistent */
+    int n_input_bufs;
+    unsigned char *grad_ready; /* per node, during backward */
+    uint64_t forward_calls;
+};
+
+/* Per-op facts used by the planner. */
+typedef struct {
+    const char *name;
+    unsigned bwd_src;  /* bit i: backward reads the value of src i (bit 15: all) */
+    int bwd_out;       /* backward reads the node's own output */
+} tm_op_info;
+
+extern const tm_op_info tm_op_table[TM_OP_COUNT];
+
+tm_status tm_plan(tm_graph *g);
+tm_status tm_cpu_forward(tm_graph *g, tm_node *n);
+tm_status tm_cpu_backward(tm_graph *g, tm_node *n);
+
+#endif

@@ -1,0 +1,97 @@
+/* Compiling and running a graph: the backend-independent loops. */
+#include <string.h>
+
+#include "graph_internal.h"
+
+/* The backend table: CPU now; a CUDA backend fills the same slots. */
+typedef struct {
+    const char *name;
+    tm_status (*forward)(tm_graph *g, tm_node *n);
+    tm_status (*backward)(tm_graph *g, tm_node *n);
+} tm_backend;
+
+static const tm_backend cpu_backend = {"cpu", tm_cpu_forward, tm_cpu_backward};
+
+tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode)
+{
+    if (!g) return tm_fail(TM_ERR_INVALID, "graph_compile: NULL graph");
+    if (g->status) return tm_fail(g->status, "%s", g->error);
+    if (g->compiled) return tm_fail(TM_ERR_INVALID, "graph_compile: the graph is already compiled");
+    if (!root) return tm_fail(TM_ERR_INVALID, "graph_compile: NULL root");
+    if (mode != TM_GRAPH_INFER && mode != TM_GRAPH_TRAIN)
+        return tm_fail(TM_ERR_INVALID, "graph_compile: unknown mode %d", (int)mode);
+    if (mode == TM_GRAPH_TRAIN && (root->numel != 1 || root->dtype != TM_F32))
+        return tm_fail(TM_ERR_INVALID,
+                       "graph_compile: training needs a scalar f32 loss as the root, got %lld "
+                       "elements", (long long)root->numel);
+    g->mode = mode;
+    g->root = root;
+    g->params = tm_calloc(g->n_params ? g->n_params : 1, sizeof(float));
+    g->grads = tm_calloc(g->n_params ? g->n_params : 1, sizeof(float));
+    g->input_bufs = tm_calloc((size_t)g->n * 2 + 1, sizeof(void *));
+    g->grad_ready = tm_calloc((size_t)g->n + 1, 1);
+    if (!g->params || !g->grads || !g->input_bufs || !g->grad_ready)
+        return tm_fail(TM_ERR_NOMEM, "graph_compile: out of memory for %zu parameters",
+                       g->n_params);
+    tm_status s = tm_plan(g);
+    if (s) return s;
+    g->compiled = 1;
+    return TM_OK;
+}
+
+tm_status tm_graph_forward(tm_graph *g)
+{
+    if (!g || !g->compiled) return tm_fail(TM_ERR_INVALID, "graph_forward: compile the graph first");
+    const tm_backend *be = &cpu_backend;
+    for (int i = 0; i <= g->root->id; i++) {
+        tm_node *n = g->nodes[i];
+        if (!n->in_plan) continue;
+        tm_status s = be->forward(g, n);
+        if (s) return s;
+    }
+    g->forward_calls++;
+    return TM_OK;
+}
+
+static tm_status backward(tm_graph *g, int accumulate)
+{
+    if (!g || !g->compiled) return tm_fail(TM_ERR_INVALID, "graph_backward: compile the graph first");
+    if (g->mode != TM_GRAPH_TRAIN)
+        return tm_fail(TM_ERR_INVALID, "graph_backward: the graph was compiled for inference");
+    if (!g->forward_calls) return tm_fail(TM_ERR_INVALID, "graph_backward: run forward first");
+    const tm_backend *be = &cpu_backend;
+    memset(g->grad_ready, 0, (size_t)g->n);
+    if (!accumulate) memset(g->grads, 0, g->n_params * sizeof(float));
+    for (int i = 0; i < g->n; i++) {
+        tm_node *n = g->nodes[i];
+        if (n->op == TM_OP_PARAM) g->grad_ready[i] = 1;
+        if (n->op == TM_OP_INPUT && n->requires_grad) {
+            memset(n->grad, 0, (size_t)n->numel * sizeof(float));
+            g->grad_ready[i] = 1;
+        }
+    }
+    tm_node *root = g->root;
+    if (!root->requires_grad) return TM_OK; /* nothing trainable reaches the loss */
+    root->grad[0] = 1.0f;
+    g->grad_ready[root->storage->id] = 1;
+    for (int i = root->id; i >= 0; i--) {
+        tm_node *n = g->nodes[i];
+        if (!n->in_plan || !n->requires_grad) continue;
+        /* a gradient buffer is zeroed when its first contribution arrives */
+        for (int s = 0; s < n->nsrc; s++) {
+            tm_node *src = n->src[s];
+            if (!src || !src->requires_grad) continue;
+            tm_node *st = src->storage;
+            if (!g->grad_ready[st->id]) {
+                memset(st->grad, 0, (size_t)st->numel * sizeof(float));
+                g->grad_ready[st->id] = 1;
+            }
+        }
+        tm_status s = be->backward(g, n);
+        if (s) return s;
+    }
+    return TM_OK;
+}
+
+tm_status tm_graph_backward(tm_graph *g) { return backward(g, 0); }
+tm_status tm_graph_backward_accumulate(tm_graph *g) { return backward(g, 1); }

@@ -1,0 +1,403 @@
+/* graph: finite-difference gradient checks of every op through the graph,
+ * the memory plan, build errors, bad inputs at run time, thread-count
+ * independence, dropout, gradient accumulation and frozen parameters. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "trimodal/graph.h"
+
+#define MAXIN 4
+
+typedef tm_node *(*build_fn)(tm_graph *g, tm_node **in);
+
+typedef struct {
+    const char *name;
+    int nin;                     /* float inputs */
+    int ndim[MAXIN];
+    int64_t shape[MAXIN][TM_MAX_DIMS];
+    build_fn build;
+    float lo, hi;                /* input range */
+    int nids;                    /* optional i32 input: count and values */
+    int64_t ids_shape[2];
+    int ids_ndim;
+    int32_t ids[16];
+    double tol;                  /* relative tolerance of the check */
+} gcase;
+
+static double loss_of(tm_graph *g, tm_node *loss)
+{
+    if (tm_graph_forward(g) != TM_OK) return NAN;
+    return *(float *)tm_node_data(g, loss);
+}
+
+/* loss = sum(op(inputs) * G); compares d loss / d input with central
+ * differences (eps 1e-2 in f32 arithmetic; errors are O(eps^2) plus the
+ * loss's rounding over eps, hence tolerances around 1e-2). */
+static void gradcheck(const gcase *c)
+{
+    tm_graph *g = tm_graph_new();
+    tm_node *in[MAXIN + 1];
+    for (int i = 0; i < c->nin; i++) {
+        char nm[8];
+        snprintf(nm, sizeof nm, "x%d", i);
+        in[i] = tm_requires_grad(g, tm_input(g, nm, TM_F32, c->ndim[i], c->shape[i]));
+    }
+    if (c->nids) in[c->nin] = tm_input(g, "ids", TM_I32, c->ids_ndim, c->ids_shape);
+    tm_node *out = c->build(g, in);
+    tm_node *G = out ? tm_input(g, "G", TM_F32, tm_node_ndim(out), tm_node_shape(out)) : NULL;
+    tm_node *loss = tm_sum(g, tm_mul(g, out, G), 0, NULL, 0);
+    tm_status st = tm_graph_compile(g, loss, TM_GRAPH_TRAIN);
+    test_checks++;
+    if (st != TM_OK) {
+        test_failures++;
+        fprintf(stderr, "gradcheck %s: compile failed: %s\n", c->name, tm_last_error());
+        tm_graph_free(g);
+        return;
+    }
+    for (int i = 0; i < c->nin; i++)
+        test_fill_uniform(tm_node_data(g, in[i]), tm_node_numel(in[i]), 100 + i, c->lo, c->hi);
+    if (c->nids) memcpy(tm_node_data(g, in[c->nin]), c->ids, (size_t)c->nids * sizeof(int32_t));
+    test_fill_uniform(tm_node_data(g, G), tm_node_numel(G), 7, -1.0f, 1.0f);
+    CHECK_OK(tm_graph_forward(g));
+    CHECK_OK(tm_graph_backward(g));
+    const float eps = 1e-2f;
+    for (int i = 0; i < c->nin; i++) {
+        int64_t n = tm_node_numel(in[i]);
+        float *x = tm_node_data(g, in[i]);
+        float *ana = malloc((size_t)n * sizeof *ana), *num = malloc((size_t)n * sizeof *num);
+        memcpy(ana, tm_node_grad(g, in[i]), (size_t)n * sizeof *ana);
+        for (int64_t j = 0; j < n; j++) {
+            float x0 = x[j];
+            x[j] = x0 + eps;
+            double lp = loss_of(g, loss);
+            x[j] = x0 - eps;
+            double lm = loss_of(g, loss);
+            x[j] = x0;
+            num[j] = (float)((lp - lm) / (2 * eps));
+        }
+        /* scale the absolute tolerance to the gradient's size */
+        double mx = 0;
+        for (int64_t j = 0; j < n; j++) mx = fabs(num[j]) > mx ? fabs(num[j]) : mx;
+        char what[96];
+        snprintf(what, sizeof what, "gradcheck %s d/dx%d", c->name, i);
+        check_close(what, ana, num, n, c->tol * (mx + 1e-3), c->tol);
+        free(ana);
+        free(num);
+    }
+    tm_graph_free(g);
+}
+
+/* ------------------------------------------------------------ builders */
+static tm_node *b_matmul(tm_graph *g, tm_node **x) { return tm_matmul(g, x[0], x[1], 0, 0); }
+static tm_node *b_matmul_tt(tm_graph *g, tm_node **x) { return tm_matmul(g, x[0], x[1], 1, 1); }
+static tm_node *b_matmul_tn(tm_graph *g, tm_node **x) { return tm_matmul(g, x[0], x[1], 1, 0); }
+static tm_node *b_matmul_nt(tm_graph *g, tm_node **x) { return tm_matmul(g, x[0], x[1], 0, 1); }
+static tm_node *b_linear(tm_graph *g, tm_node **x) { return tm_linear(g, x[0], x[1], x[2]); }
+static tm_node *b_add(tm_graph *g, tm_node **x) { return tm_add(g, x[0], x[1]); }
+static tm_node *b_sub(tm_graph *g, tm_node **x) { return tm_sub(g, x[0], x[1]); }
+static tm_node *b_mul(tm_graph *g, tm_node **x) { return tm_mul(g, x[0], x[1]); }
+static tm_node *b_div(tm_graph *g, tm_node **x) { return tm_div(g, x[0], x[1]); }
+static tm_node *b_scale(tm_graph *g, tm_node **x) { return tm_scale(g, x[0], -1.5f, 0.25f); }
+static tm_node *b_sum1(tm_graph *g, tm_node **x) { return tm_sum(g, x[0], 1, (int[]){1}, 0); }
+static tm_node *b_mean02(tm_graph *g, tm_node **x) { return tm_mean(g, x[0], 2, (int[]){0, -1}, 1); }
+static tm_node *b_exp(tm_graph *g, tm_node **x) { return tm_exp(g, x[0]); }
+static tm_node *b_log(tm_graph *g, tm_node **x) { return tm_log(g, x[0]); }
+static tm_node *b_sqrt(tm_graph *g, tm_node **x) { return tm_sqrt(g, x[0]); }
+static tm_node *b_tanh(tm_graph *g, tm_node **x) { return tm_tanh(g, x[0]); }
+static tm_node *b_sigmoid(tm_graph *g, tm_node **x) { return tm_sigmoid(g, x[0]); }
+static tm_node *b_relu(tm_graph *g, tm_node **x) { return tm_relu(g, x[0]); }
+static tm_node *b_gelu(tm_graph *g, tm_node **x) { return tm_gelu(g, x[0]); }
+static tm_node *b_gelu_tanh(tm_graph *g, tm_node **x) { return tm_gelu_tanh(g, x[0]); }
+static tm_node *b_silu(tm_graph *g, tm_node **x) { return tm_silu(g, x[0]); }
+static tm_node *b_softmax(tm_graph *g, tm_node **x) { return tm_softmax(g, x[0]); }
+static tm_node *b_log_softmax(tm_graph *g, tm_node **x) { return tm_log_softmax(g, x[0]); }
+static tm_node *b_layernorm(tm_graph *g, tm_node **x) { return tm_layernorm(g, x[0], x[1], x[2], 1e-5f); }
+static tm_node *b_layernorm_plain(tm_graph *g, tm_node **x) { return tm_layernorm(g, x[0], NULL, NULL, 1e-5f); }
+static tm_node *b_rmsnorm(tm_graph *g, tm_node **x) { return tm_rmsnorm(g, x[0], x[1], 1e-6f); }
+static tm_node *b_l2(tm_graph *g, tm_node **x) { return tm_l2_normalize(g, x[0], 1e-12f); }
+static tm_node *b_cos(tm_graph *g, tm_node **x) { return tm_cosine_similarity(g, x[0], x[1], 1e-8f); }
+static tm_node *b_embedding(tm_graph *g, tm_node **x) { return tm_embedding(g, x[0], x[1]); }
+static tm_node *b_concat(tm_graph *g, tm_node **x) { return tm_concat(g, 3, x, 1); }
+static tm_node *b_slice(tm_graph *g, tm_node **x) { return tm_slice(g, x[0], 1, 1, 6, 2); }
+static tm_node *b_reshape(tm_graph *g, tm_node **x)
+{
+    return tm_exp(g, tm_reshape(g, x[0], 2, (int64_t[]){-1, 4}));
+}
+static tm_node *b_permute(tm_graph *g, tm_node **x) { return tm_permute(g, x[0], (int[]){2, 0, 1}); }
+static tm_node *b_transpose(tm_graph *g, tm_node **x) { return tm_transpose(g, x[0], 0, 1); }
+static tm_node *b_conv1d(tm_graph *g, tm_node **x) { return tm_conv1d(g, x[0], x[1], x[2], 2, 1); }
+static tm_node *b_conv2d(tm_graph *g, tm_node **x) { return tm_conv2d(g, x[0], x[1], x[2], 2, 1, 1, 0); }
+static tm_node *b_maxpool(tm_graph *g, tm_node **x) { return tm_maxpool2d(g, x[0], 2, 3, 2, 2, 1, 1); }
+static tm_node *b_avgpool(tm_graph *g, tm_node **x) { return tm_avgpool2d(g, x[0], 3, 2, 1, 2, 1, 0); }
+static tm_node *b_attention(tm_graph *g, tm_node **x) { return tm_attention(g, x[0], x[1], x[2], NULL, 0, 0); }
+static tm_node *b_attention_causal(tm_graph *g, tm_node **x)
+{
+    return tm_attention(g, x[0], x[1], x[2], NULL, 0.3f, 1);
+}
+static tm_node *b_ce(tm_graph *g, tm_node **x) { return tm_cross_entropy(g, x[0], x[1], 0.1f, 2); }
+/* x used twice: gradients from both uses add up */
+static tm_node *b_reuse(tm_graph *g, tm_node **x) { return tm_mul(g, tm_tanh(g, x[0]), x[0]); }
+static tm_node *b_split(tm_graph *g, tm_node **x)
+{
+    tm_node *parts[3];
+    tm_split(g, x[0], 0, 3, (int64_t[]){1, 2, 1}, parts);
+    return tm_add(g, tm_mul(g, parts[0], parts[2]), tm_sum(g, parts[1], 1, (int[]){0}, 1));
+}
+
+static void test_gradients(void)
+{
+    gcase cases[] = {
+        {"matmul", 2, {2, 2}, {{3, 4}, {4, 5}}, b_matmul, -1, 1, .tol = 1e-2},
+        {"matmul_batched", 2, {3, 3}, {{2, 3, 4}, {2, 4, 2}}, b_matmul, -1, 1, .tol = 1e-2},
+        {"matmul_shared_b_tn", 2, {3, 2}, {{2, 4, 3}, {4, 2}}, b_matmul_tn, -1, 1, .tol = 1e-2},
+        {"matmul_shared_a_tt", 2, {2, 3}, {{4, 3}, {2, 5, 4}}, b_matmul_tt, -1, 1, .tol = 1e-2},
+        {"matmul_nt", 2, {3, 3}, {{2, 3, 4}, {2, 5, 4}}, b_matmul_nt, -1, 1, .tol = 1e-2},
+        {"linear", 3, {3, 2, 1}, {{2, 3, 4}, {5, 4}, {5}}, b_linear, -1, 1, .tol = 1e-2},
+        {"add_bcast", 2, {3, 2}, {{2, 3, 4}, {3, 1}}, b_add, -1, 1, .tol = 1e-2},
+        {"sub_bcast", 2, {1, 3}, {{4}, {2, 1, 4}}, b_sub, -1, 1, .tol = 1e-2},
+        {"mul_bcast", 2, {2, 2}, {{3, 1}, {1, 4}}, b_mul, -1, 1, .tol = 1e-2},
+        {"div", 2, {2, 2}, {{3, 4}, {3, 4}}, b_div, 0.5, 2, .tol = 1e-2},
+        {"scale", 1, {2}, {{3, 4}}, b_scale, -1, 1, .tol = 1e-2},
+        {"sum_axis", 1, {3}, {{2, 3, 4}}, b_sum1, -1, 1, .tol = 1e-2},
+        {"mean_axes_keepdim", 1, {3}, {{2, 3, 4}}, b_mean02, -1, 1, .tol = 1e-2},
+        {"exp", 1, {2}, {{3, 4}}, b_exp, -1, 1, .tol = 1e-2},
+        {"log", 1, {2}, {{3, 4}}, b_log, 0.5, 2, .tol = 1e-2},
+        {"sqrt", 1, {2}, {{3, 4}}, b_sqrt, 0.5, 2, .tol = 1e-2},
+        {"tanh", 1, {2}, {{3, 4}}, b_tanh, -2, 2, .tol = 1e-2},
+        {"sigmoid", 1, {2}, {{3, 4}}, b_sigmoid, -3, 3, .tol = 1e-2},
+        {"relu", 1, {2}, {{3, 4}}, b_relu, -1, 1, .tol = 2e-2},
+        {"gelu", 1, {2}, {{3, 4}}, b_gelu, -3, 3, .tol = 1e-2},
+        {"gelu_tanh", 1, {2}, {{3, 4}}, b_gelu_tanh, -3, 3, .tol = 1e-2},
+        {"silu", 1, {2}, {{3, 4}}, b_silu, -3, 3, .tol = 1e-2},
+        {"softmax", 1, {2}, {{3, 5}}, b_softmax, -2, 2, .tol = 1e-2},
+        {"log_softmax", 1, {2}, {{3, 5}}, b_log_softmax, -2, 2, .tol = 1e-2},
+        {"layernorm", 3, {3, 1, 1}, {{2, 3, 6}, {6}, {6}}, b_layernorm, -2, 2, .tol = 2e-2},
+        {"layernorm_plain", 1, {2}, {{3, 6}}, b_layernorm_plain, -2, 2, .tol = 2e-2},
+        {"rmsnorm", 2, {2, 1}, {{3, 6}, {6}}, b_rmsnorm, -2, 2, .tol = 2e-2},
+        {"l2_normalize", 1, {2}, {{3, 5}}, b_l2, -2, 2, .tol = 2e-2},
+        {"cosine_similarity", 2, {2, 2}, {{3, 5}, {1, 5}}, b_cos, -2, 2, .tol = 2e-2},
+        {"embedding", 1, {2}, {{5, 3}}, b_embedding, -1, 1, 4, {4}, 1, {4, 0, 4, 2}, .tol = 1e-2},
+        {"concat", 3, {3, 3, 3}, {{2, 1, 3}, {2, 2, 3}, {2, 3, 3}}, b_concat, -1, 1, .tol = 1e-2},
+        {"slice_step", 1, {3}, {{2, 7, 2}}, b_slice, -1, 1, .tol = 1e-2},
+        {"split", 1, {2}, {{4, 3}}, b_split, -1, 1, .tol = 1e-2},
+        {"reshape", 1, {3}, {{2, 2, 3}}, b_reshape, -1, 1, .tol = 1e-2},
+        {"permute", 1, {3}, {{2, 3, 4}}, b_permute, -1, 1, .tol = 1e-2},
+        {"transpose", 1, {3}, {{2, 3, 4}}, b_transpose, -1, 1, .tol = 1e-2},
+        {"conv1d", 3, {3, 3, 1}, {{2, 3, 7}, {4, 3, 3}, {4}}, b_conv1d, -1, 1, .tol = 2e-2},
+        {"conv2d", 3, {4, 4, 1}, {{2, 2, 5, 4}, {3, 2, 3, 2}, {3}}, b_conv2d, -1, 1, .tol = 2e-2},
+        {"maxpool2d", 1, {4}, {{2, 2, 5, 6}}, b_maxpool, -1, 1, .tol = 2e-2},
+        {"avgpool2d", 1, {4}, {{2, 2, 5, 6}}, b_avgpool, -1, 1, .tol = 1e-2},
+        {"attention", 3, {4, 4, 4}, {{2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}}, b_attention, -1, 1,
+         .tol = 2e-2},
+        {"attention_causal", 3, {4, 4, 4}, {{1, 2, 4, 3}, {1, 2, 4, 3}, {1, 2, 4, 3}},
+         b_attention_causal, -1, 1, .tol = 2e-2},
+        {"cross_entropy", 1, {2}, {{4, 5}}, b_ce, -2, 2, 4, {4}, 1, {1, 2, 4, 0}, .tol = 2e-2},
+        {"reuse", 1, {2}, {{3, 4}}, b_reuse, -1, 1, .tol = 1e-2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) gradcheck(&cases[i]);
+}
+
+/* A chain of layers: the plan must reuse memory, and training must work. */
+static void test_plan_and_threads(void)
+{
+    float results[2][3];
+    for (int nt = 1; nt <= 2; nt++) {
+        tm_set_num_threads(nt);
+        tm_graph *g = tm_graph_new();
+        tm_node *x = tm_input(g, "x", TM_F32, 2, (int64_t[]){64, 32});
+        tm_node *y = tm_input(g, "y", TM_I32, 1, (int64_t[]){64});
+        tm_node *h = x;
+        for (int l = 0; l < 6; l++) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "l%d.weight", l);
+            tm_node *w = tm_param(g, nm, 2, (int64_t[]){32, 32});
+            snprintf(nm, sizeof nm, "l%d.bias", l);
+            tm_node *b = tm_param(g, nm, 1, (int64_t[]){32});
+            h = tm_gelu(g, tm_layernorm(g, tm_linear(g, h, w, b), NULL, NULL, 1e-5f));
+        }
+        tm_node *logits = tm_slice(g, h, 1, 0, 10, 1);
+        tm_node *loss = tm_cross_entropy(g, logits, y, 0.0f, -100);
+        CHECK_OK(tm_graph_compile(g, loss, TM_GRAPH_TRAIN));
+        CHECK(tm_graph_arena_bytes(g) < tm_graph_arena_bytes_unplanned(g));
+        size_t np;
+        float *p = tm_graph_params(g, &np);
+        CHECK(np == 6 * (32 * 32 + 32));
+        CHECK(tm_graph_param_count(g) == 12);
+        CHECK(tm_graph_find_param(g, "l3.bias") == tm_graph_param_at(g, 7));
+        tm_rng r = tm_rng_new(1, 0);
+        tm_rng_fill_normal(&r, p, (int64_t)np, 0.0f, 0.2f);
+        test_fill_uniform(tm_node_data(g, x), 64 * 32, 3, -1, 1);
+        int32_t *yl = tm_node_data(g, y);
+        for (int i = 0; i < 64; i++) yl[i] = i % 10;
+        float first = 0, last = 0;
+        for (int step = 0; step < 30; step++) {
+            CHECK_OK(tm_graph_forward(g));
+            CHECK_OK(tm_graph_backward(g));
+            float *gr = tm_graph_grads(g, NULL);
+            for (size_t i = 0; i < np; i++) p[i] -= 0.5f * gr[i];
+            float l = *(float *)tm_node_data(g, loss);
+            if (step == 0) first = l;
+            last = l;
+        }
+        CHECK(last < first * 0.7f);
+        results[nt - 1][0] = first;
+        results[nt - 1][1] = last;
+        results[nt - 1][2] = p[100];
+        tm_graph_free(g);
+    }
+    CHECK(memcmp(results[0], results[1], sizeof results[0]) == 0);
+}
+
+static void test_build_errors(void)
+{
+    tm_graph *g = tm_graph_new();
+    tm_node *a = tm_input(g, "a", TM_F32, 2, (int64_t[]){3, 4});
+    tm_node *b = tm_input(g, "b", TM_F32, 2, (int64_t[]){5, 6});
+    CHECK(tm_matmul(g, a, b, 0, 0) == NULL);
+    CHECK(tm_graph_status(g) == TM_ERR_INVALID);
+    CHECK(strstr(tm_last_error(), "inner sizes") != NULL);
+    /* later builders propagate NULL and keep the first message */
+    tm_node *c = tm_relu(g, tm_add(g, a, NULL));
+    CHECK(c == NULL);
+    CHECK_STATUS(tm_graph_compile(g, a, TM_GRAPH_INFER), TM_ERR_INVALID);
+    CHECK(strstr(tm_last_error(), "inner sizes") != NULL);
+    tm_graph_free(g);
+
+    struct {
+        const char *what;
+        tm_node *(*make)(tm_graph *g, tm_node *a, tm_node *b);
+    } bad[] = {0};
+    (void)bad;
+    g = tm_graph_new();
+    a = tm_input(g, "a", TM_F32, 2, (int64_t[]){3, 4});
+    b = tm_input(g, "b", TM_F32, 2, (int64_t[]){2, 4});
+    tm_node *ids = tm_input(g, "ids", TM_I32, 1, (int64_t[]){3});
+    CHECK(tm_add(g, a, b) == NULL); /* (3,4)+(2,4) */
+    tm_graph_free(g);
+
+    /* a few more, each on a fresh graph */
+    tm_node *r;
+#define FRESH() (g = tm_graph_new(), a = tm_input(g, "a", TM_F32, 2, (int64_t[]){3, 4}), \
+                 ids = tm_input(g, "ids", TM_I32, 1, (int64_t[]){3}))
+    FRESH();
+    r = tm_reshape(g, a, 2, (int64_t[]){5, -1});
+    CHECK(r == NULL && tm_graph_status(g) == TM_ERR_INVALID);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_slice(g, a, 1, 2, 9, 1) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_sum(g, a, 1, (int[]){2}, 0) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_embedding(g, a, a) == NULL); /* ids must be i32 */
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_cross_entropy(g, a, tm_input(g, "y", TM_I32, 1, (int64_t[]){4}), 0, -100) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_conv2d(g, a, a, NULL, 1, 1, 0, 0) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_permute(g, a, (int[]){0, 0}) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_param(g, "p", 1, (int64_t[]){-3}) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_input(g, "huge", TM_F32, 3, (int64_t[]){1 << 20, 1 << 20, 1 << 20}) == NULL);
+    CHECK(tm_graph_status(g) == TM_ERR_LIMIT);
+    tm_graph_free(g);
+    FRESH();
+    tm_param(g, "w", 1, (int64_t[]){3});
+    CHECK(tm_param(g, "w", 1, (int64_t[]){3}) == NULL); /* duplicate name */
+    tm_graph_free(g);
+    FRESH();
+    CHECK(tm_attention(g, a, a, a, NULL, 0, 0) == NULL);
+    tm_graph_free(g);
+    FRESH();
+    CHECK_STATUS(tm_graph_compile(g, a, TM_GRAPH_TRAIN), TM_ERR_INVALID); /* not a scalar */
+    tm_graph_free(g);
+    FRESH();
+    CHECK_STATUS(tm_graph_forward(g), TM_ERR_INVALID); /* not compiled */
+    tm_graph_free(g);
+    tm_graph_free(NULL);
+    (void)ids;
+}
+
+static void test_runtime_errors(void)
+{
+    tm_graph *g = tm_graph_new();
+    tm_node *t = tm_param(g, "emb", 2, (int64_t[]){4, 3});
+    tm_node *ids = tm_input(g, "ids", TM_I32, 1, (int64_t[]){2});
+    tm_node *out = tm_embedding(g, t, ids);
+    CHECK_OK(tm_graph_compile(g, out, TM_GRAPH_INFER));
+    int32_t *id = tm_node_data(g, ids);
+    id[0] = 1;
+    id[1] = 4;
+    CHECK_STATUS(tm_graph_forward(g), TM_ERR_INVALID);
+    CHECK(strstr(tm_last_error(), "outside 0..3") != NULL);
+    id[1] = -1;
+    CHECK_STATUS(tm_graph_forward(g), TM_ERR_INVALID);
+    id[1] = 3;
+    CHECK_OK(tm_graph_forward(g));
+    CHECK_STATUS(tm_graph_backward(g), TM_ERR_INVALID); /* inference graph */
+    tm_graph_free(g);
+
+    g = tm_graph_new();
+    tm_node *l = tm_input(g, "logits", TM_F32, 2, (int64_t[]){2, 3});
+    tm_node *y = tm_input(g, "y", TM_I32, 1, (int64_t[]){2});
+    CHECK_OK(tm_graph_compile(g, tm_cross_entropy(g, l, y, 0, -100), TM_GRAPH_INFER));
+    ((int32_t *)tm_node_data(g, y))[1] = 3;
+    CHECK_STATUS(tm_graph_forward(g), TM_ERR_INVALID);
+    tm_graph_free(g);
+}
+
+static void test_dropout_accumulate_freeze(void)
+{
+    tm_graph *g = tm_graph_new();
+    tm_node *w = tm_param(g, "w", 1, (int64_t[]){1000});
+    tm_node *f = tm_param(g, "frozen", 1, (int64_t[]){1000});
+    CHECK_OK(tm_param_freeze(g, f, 1));
+    tm_node *d = tm_dropout(g, tm_mul(g, w, f), 0.25f, 1234);
+    tm_graph_keep(g, d);
+    tm_node *loss = tm_sum(g, d, 0, NULL, 0);
+    CHECK_OK(tm_graph_compile(g, loss, TM_GRAPH_TRAIN));
+    float *p = tm_graph_params(g, NULL);
+    for (int i = 0; i < 2000; i++) p[i] = 1.0f;
+    CHECK_OK(tm_graph_forward(g));
+    float *dv = tm_node_data(g, d);
+    int zeros = 0, scaled = 0;
+    for (int i = 0; i < 1000; i++) {
+        zeros += dv[i] == 0.0f;
+        scaled += fabsf(dv[i] - 1.0f / 0.75f) < 1e-6f;
+    }
+    CHECK(zeros + scaled == 1000);
+    CHECK(zeros > 180 && zeros < 320);
+    CHECK_OK(tm_graph_backward(g));
+    float *gr = tm_graph_grads(g, NULL);
+    int agree = 1;
+    for (int i = 0; i < 1000; i++) agree &= (dv[i] == 0.0f) == (gr[i] == 0.0f);
+    CHECK(agree);
+    CHECK(tm_node_grad(g, f) == NULL);
+    float g0 = gr[0] + gr[1] + gr[2];
+    CHECK_OK(tm_graph_backward_accumulate(g));
+    CHECK_NEAR(gr[0] + gr[1] + gr[2], 2 * g0, 1e-6, 0);
+    /* a new forward call draws a new mask */
+    float before[1000];
+    memcpy(before, dv, sizeof before);
+    CHECK_OK(tm_graph_forward(g));
+    CHECK(memcmp(before, dv, sizeof before) != 0);
+    tm_graph_free(g);
+}
+
+int main(void)
+{
+    test_gradients();
+    test_plan_and_threads();
+    test_build_errors();
+    test_runtime_errors();
+    test_dropout_accumulate_freeze();
+    return test_finish("graph");
+}
