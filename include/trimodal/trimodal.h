@@ -1,0 +1,11 @@
+/* trimodal: the whole public C API. */
+#ifndef TRIMODAL_H
+#define TRIMODAL_H
+
+#include "trimodal/core.h"
+#include "trimodal/graph.h"
+#include "trimodal/io.h"
+#include "trimodal/ops.h"
+#include "trimodal/optim.h"
+
+#endif

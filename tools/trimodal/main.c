@@ -1,0 +1,181 @@
+/* The trimodal command: a thin layer over the public C API.
+ * Output for people on stdout, progress and errors on stderr; --json gives
+ * one JSON object per line. Exit 0 on success, 1 on bad input or failure,
+ * 2 on bad usage. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "trimodal/trimodal.h"
+
+static const char *usage_text =
+    "usage: trimodal <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  info              this machine as trimodal sees it: version, SIMD level, threads\n"
+    "  inspect PATH      tensors of a .safetensors file or a model folder: names, dtypes,\n"
+    "                    shapes, parameter count, metadata\n"
+    "\n"
+    "options for every command:\n"
+    "  --json            one JSON object per line instead of a table\n"
+    "  -h, --help        this help, or a command's help\n"
+    "  --version         the version\n"
+    "\n"
+    "environment:\n"
+    "  TRIMODAL_THREADS  threads for parallel kernels (default: all online CPUs)\n"
+    "  TRIMODAL_ISA      force a lower SIMD level: scalar, avx2 or avx512\n"
+    "\n"
+    "Training, evaluation and serving commands arrive with the model, training and serving\n"
+    "layers; see README.md for the state of each.\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "trimodal: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun 'trimodal --help' for usage.\n");
+    return 2;
+}
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static int cmd_info(int argc, char **argv, int json)
+{
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: trimodal info [--json]\n\nPrints the version, the SIMD level the "
+                   "kernels use, BF16 support and the thread count.\n");
+            return 0;
+        }
+        return usage_error("info: unknown option '%s'", argv[i]);
+    }
+    const char *isa = tm_isa_name(tm_cpu_isa());
+    int threads = tm_get_num_threads();
+    int bf16 = tm_cpu_has_avx512bf16();
+    if (json)
+        printf("{\"version\":\"%s\",\"isa\":\"%s\",\"avx512bf16\":%s,\"threads\":%d}\n",
+               tm_version(), isa, bf16 ? "true" : "false", threads);
+    else
+        printf("trimodal %s\nkernels: %s%s\nthreads: %d\n", tm_version(), isa,
+               bf16 ? " (+ AVX512-BF16)" : "", threads);
+    return 0;
+}
+
+static int cmd_inspect(int argc, char **argv, int json)
+{
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: trimodal inspect PATH [--json]\n\n"
+                   "PATH is a .safetensors file, or a model folder holding model.safetensors.\n"
+                   "Lists every tensor (name, dtype, shape, elements), the total parameter\n"
+                   "count and size, and the file's metadata.\n");
+            return 0;
+        }
+        if (argv[i][0] == '-') return usage_error("inspect: unknown option '%s'", argv[i]);
+        if (path) return usage_error("inspect: more than one path ('%s')", argv[i]);
+        path = argv[i];
+    }
+    if (!path) return usage_error("inspect: %s", "give a .safetensors file or a model folder");
+    char buf[4096];
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(buf, sizeof buf, "%s/model.safetensors", path);
+        path = buf;
+    }
+    tm_safetensors *st;
+    if (tm_safetensors_open(&st, path) != TM_OK) {
+        fprintf(stderr, "trimodal: inspect: %s\n", tm_last_error());
+        return 1;
+    }
+    int n = tm_safetensors_count(st);
+    int64_t total = 0;
+    size_t bytes = 0;
+    if (!json) printf("%-48s %-5s %-24s %12s\n", "tensor", "dtype", "shape", "elements");
+    for (int i = 0; i < n; i++) {
+        tm_safetensors_entry e;
+        if (tm_safetensors_info(st, i, &e) != TM_OK) continue;
+        int64_t numel = 1;
+        char shape[128];
+        size_t k = (size_t)snprintf(shape, sizeof shape, "(");
+        for (int d = 0; d < e.ndim; d++) {
+            numel *= e.shape[d];
+            if (k < sizeof shape)
+                k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%lld", d ? ", " : "",
+                                      (long long)e.shape[d]);
+        }
+        if (k < sizeof shape) snprintf(shape + k, sizeof shape - k, ")");
+        total += numel;
+        bytes += e.nbytes;
+        if (json) {
+            printf("{\"tensor\":");
+            json_string(stdout, e.name);
+            printf(",\"dtype\":\"%s\",\"shape\":[", e.dtype_name);
+            for (int d = 0; d < e.ndim; d++) printf("%s%lld", d ? "," : "", (long long)e.shape[d]);
+            printf("],\"elements\":%lld}\n", (long long)numel);
+        } else {
+            printf("%-48s %-5s %-24s %12lld\n", e.name, e.dtype_name, shape, (long long)numel);
+        }
+    }
+    int nm = tm_safetensors_metadata_count(st);
+    if (json) {
+        printf("{\"file\":");
+        json_string(stdout, path);
+        printf(",\"tensors\":%d,\"elements\":%lld,\"bytes\":%zu,\"metadata\":{", n,
+               (long long)total, bytes);
+        for (int i = 0; i < nm; i++) {
+            const char *key = tm_safetensors_metadata_key(st, i);
+            if (i) printf(",");
+            json_string(stdout, key);
+            printf(":");
+            json_string(stdout, tm_safetensors_metadata(st, key));
+        }
+        printf("}}\n");
+    } else {
+        printf("\n%d tensors, %lld elements, %.2f MB of data\n", n, (long long)total, bytes / 1e6);
+        for (int i = 0; i < nm; i++) {
+            const char *key = tm_safetensors_metadata_key(st, i);
+            printf("metadata %s = %s\n", key, tm_safetensors_metadata(st, key));
+        }
+    }
+    tm_safetensors_close(st);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int json = 0;
+    /* --json may appear anywhere; strip it */
+    int k = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else argv[k++] = argv[i];
+    }
+    argc = k;
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("trimodal %s\n", tm_version());
+        return 0;
+    }
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2, json);
+    return usage_error("unknown command '%s'", cmd);
+}
