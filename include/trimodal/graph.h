@@ -176,7 +176,9 @@ tm_node *tm_avgpool2d(tm_graph *g, tm_node *x, int kh, int kw, int sh, int sw, i
                       int pw);
 
 /* q (B, H, Tq, D), k and v (B, H, Tk, D), key_bias (B, Tk) or NULL (0 keep,
- * -inf mask) -> (B, H, Tq, D). scale <= 0 means 1/sqrt(D). */
+ * -inf mask) -> (B, H, Tq, D). scale <= 0 means 1/sqrt(D). key_bias is a
+ * mask: it gets no gradient (compiling a graph that asks for one fails with
+ * TM_ERR_UNSUPPORTED). */
 tm_node *tm_attention(tm_graph *g, tm_node *q, tm_node *k, tm_node *v, tm_node *key_bias,
                       float scale, int causal);
 

@@ -161,7 +161,7 @@ static tm_node *new_node(tm_graph *g, tm_op op, tm_dtype dtype, int ndim, const 
     n->op = op;
     n->dtype = dtype;
     n->ndim = ndim;
-    memcpy(n->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim) memcpy(n->shape, shape, (size_t)ndim * sizeof *shape);
     n->numel = numel;
     n->storage = n;
     g->nodes[g->n++] = n;

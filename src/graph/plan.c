@@ -117,6 +117,12 @@ tm_status tm_plan(tm_graph *g)
             if (n->dtype != TM_F32) rg = 0;
         }
         n->requires_grad = rg;
+        if (n->op == TM_OP_ATTENTION && n->src[3] && n->src[3]->requires_grad) {
+            tm_free(step);
+            return tm_fail(TM_ERR_UNSUPPORTED,
+                           "attention: key_bias is a mask and gets no gradient; build it from "
+                           "inputs that do not require one");
+        }
     }
 
     /* 3. lifetimes, per storage (a reshape shares its source's storage) */
