@@ -152,7 +152,7 @@ tm_status tm_tensor_new(tm_tensor **out, tm_dtype dtype, int ndim, const int64_t
     }
     t->dtype = dtype;
     t->ndim = ndim;
-    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     set_contiguous_strides(t);
     t->owns_data = 1;
     *out = t;
@@ -171,7 +171,7 @@ tm_status tm_tensor_wrap(tm_tensor **out, void *data, tm_dtype dtype, int ndim,
     if (!t) return TM_ERR_NOMEM;
     t->dtype = dtype;
     t->ndim = ndim;
-    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     set_contiguous_strides(t);
     t->data = data;
     t->owns_data = 0;
@@ -201,7 +201,7 @@ tm_status tm_tensor_view_reshape(tm_tensor *out, const tm_tensor *src, int ndim,
                        (long long)tm_tensor_numel(src), (long long)n);
     tm_tensor t = *src;
     t.ndim = ndim;
-    if (ndim) memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+    for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
     set_contiguous_strides(&t);
     t.owns_data = 0;
     *out = t;
