@@ -42,7 +42,9 @@ test: deps
 	$(MAKE) test-fast
 	$(MAKE) test-asan
 
-bench: deps build
+# Only JSON lines reach stdout; the build's chatter goes to stderr.
+bench: deps
+	@$(MAKE) --no-print-directory build 1>&2
 	@scripts/bench.sh $(BUILD)
 
 fuzz: deps
