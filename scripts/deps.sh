@@ -2,7 +2,8 @@
 # Installs the Debian packages that trimodal's build, tests and tools need,
 # skipping those already present. Runs apt-get only when something is missing.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev clang libclang-rt-14-dev)
+pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev clang libclang-rt-14-dev
+      libstb-dev libsndfile1-dev libsamplerate0-dev libfftw3-dev libpcre2-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,7 +8,7 @@ trap 'rm -rf "$tmp"' EXIT
 awk '/^```c$/{on=1; next} /^```$/{on=0} on' "$src/README.md" > "$tmp/readme.c"
 [ -s "$tmp/readme.c" ] || { echo "README.md has no C example"; exit 1; }
 cc -std=c11 ${TM_CFLAGS:-} -Wall -Wextra -Werror -I"$src/include" "$tmp/readme.c" "$build/lib/libtrimodal.a" \
-   -lcjson -lpthread -lm -o "$tmp/readme"
+   $(pkg-config --libs libcjson stb sndfile samplerate fftw3f libpcre2-8) -lpthread -lm -o "$tmp/readme"
 out=$("$tmp/readme")
 echo "$out"
 # the loss must have dropped well below ln(3) = 1.0986
