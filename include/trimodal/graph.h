@@ -229,6 +229,15 @@ int64_t tm_node_numel(const tm_node *node);
 tm_op tm_node_op(const tm_node *node);
 const char *tm_node_name(const tm_node *node);
 
+/* Makes the graph use caller-owned parameter and gradient buffers of
+ * `count` floats (grads may be NULL for an inference graph) instead of its
+ * own: graphs of one model built for different batch sizes or modes then
+ * share one set of weights. Parameters are laid out in creation order, so
+ * graphs built by the same code agree. Call before tm_graph_compile, which
+ * fails if count differs from the graph's parameter count. The buffers
+ * must outlive the graph; the graph never frees them. */
+tm_status tm_graph_share_params(tm_graph *g, float *params, float *grads, size_t count);
+
 /* Parameters (and their gradients) as one flat buffer each. */
 float *tm_graph_params(tm_graph *g, size_t *count);
 float *tm_graph_grads(tm_graph *g, size_t *count);

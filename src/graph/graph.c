@@ -75,8 +75,10 @@ void tm_graph_free(tm_graph *g)
     for (int i = 0; i < g->n_input_bufs; i++) tm_free(g->input_bufs[i]);
     tm_free(g->input_bufs);
     tm_free(g->nodes);
-    tm_free(g->params);
-    tm_free(g->grads);
+    if (!g->shared) {
+        tm_free(g->params);
+        tm_free(g->grads);
+    }
     tm_free(g->arena);
     tm_free(g->grad_ready);
     tm_free(g);
@@ -233,6 +235,18 @@ tm_node *tm_param(tm_graph *g, const char *name, int ndim, const int64_t *shape)
     n->param_off = g->n_params;
     g->n_params += (size_t)n->numel;
     return n;
+}
+
+tm_status tm_graph_share_params(tm_graph *g, float *params, float *grads, size_t count)
+{
+    if (!g || !params) return tm_fail(TM_ERR_INVALID, "graph_share_params: NULL graph or buffer");
+    if (g->compiled)
+        return tm_fail(TM_ERR_INVALID, "graph_share_params: call it before tm_graph_compile");
+    g->ext_params = params;
+    g->ext_grads = grads;
+    g->ext_count = count;
+    g->shared = 1;
+    return TM_OK;
 }
 
 tm_status tm_param_freeze(tm_graph *g, tm_node *p, int frozen)

@@ -53,6 +53,9 @@ struct tm_graph {
     tm_node *root;
     size_t n_params;        /* floats */
     float *params, *grads;
+    float *ext_params, *ext_grads; /* shared buffers (tm_graph_share_params) */
+    size_t ext_count;
+    int shared;
     unsigned char *arena;
     size_t arena_bytes, unplanned_bytes;
     void **input_bufs;      /* one per input node, persistent */

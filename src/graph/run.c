@@ -26,11 +26,22 @@ tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode)
                        "elements", (long long)root->numel);
     g->mode = mode;
     g->root = root;
-    g->params = tm_calloc(g->n_params ? g->n_params : 1, sizeof(float));
-    g->grads = tm_calloc(g->n_params ? g->n_params : 1, sizeof(float));
+    if (g->shared) {
+        if (g->ext_count != g->n_params)
+            return tm_fail(TM_ERR_INVALID,
+                           "graph_compile: the shared parameter buffer holds %zu floats, the graph "
+                           "has %zu", g->ext_count, g->n_params);
+        if (mode == TM_GRAPH_TRAIN && !g->ext_grads)
+            return tm_fail(TM_ERR_INVALID, "graph_compile: training needs a shared gradient buffer");
+        g->params = g->ext_params;
+        g->grads = g->ext_grads;
+    } else {
+        g->params = tm_calloc(g->n_params ? g->n_params : 1, sizeof(float));
+        g->grads = tm_calloc(g->n_params ? g->n_params : 1, sizeof(float));
+    }
     g->input_bufs = tm_calloc((size_t)g->n * 2 + 1, sizeof(void *));
     g->grad_ready = tm_calloc((size_t)g->n + 1, 1);
-    if (!g->params || !g->grads || !g->input_bufs || !g->grad_ready)
+    if (!g->params || (!g->grads && mode == TM_GRAPH_TRAIN) || !g->input_bufs || !g->grad_ready)
         return tm_fail(TM_ERR_NOMEM, "graph_compile: out of memory for %zu parameters",
                        g->n_params);
     tm_status s = tm_plan(g);
@@ -62,6 +73,7 @@ static tm_status backward(tm_graph *g, int accumulate)
     const tm_backend *be = &cpu_backend;
     memset(g->grad_ready, 0, (size_t)g->n);
     if (!accumulate) memset(g->grads, 0, g->n_params * sizeof(float));
+    /* gradients of frozen parameters stay as they are: nothing writes them */
     for (int i = 0; i < g->n; i++) {
         tm_node *n = g->nodes[i];
         if (n->op == TM_OP_PARAM) g->grad_ready[i] = 1;

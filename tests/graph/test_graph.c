@@ -397,8 +397,56 @@ static void test_dropout_accumulate_freeze(void)
     tm_graph_free(g);
 }
 
+/* Two graphs of one model (a training graph at batch 4, an inference graph
+ * at batch 1) share one set of weights. */
+static tm_node *tiny_model(tm_graph *g, tm_node *x)
+{
+    tm_node *w = tm_param(g, "w", 2, (int64_t[]){2, 3});
+    tm_node *b = tm_param(g, "b", 1, (int64_t[]){2});
+    return tm_linear(g, x, w, b);
+}
+
+static void test_shared_params(void)
+{
+    float params[8] = {0}, grads[8] = {0};
+    tm_graph *tg = tm_graph_new(), *ig = tm_graph_new();
+    tm_node *tx = tm_input(tg, "x", TM_F32, 2, (int64_t[]){4, 3});
+    tm_node *ty = tm_input(tg, "y", TM_I32, 1, (int64_t[]){4});
+    tm_node *loss = tm_cross_entropy(tg, tiny_model(tg, tx), ty, 0, -100);
+    CHECK_OK(tm_graph_share_params(tg, params, grads, 8));
+    CHECK_OK(tm_graph_compile(tg, loss, TM_GRAPH_TRAIN));
+    CHECK(tm_graph_params(tg, NULL) == params && tm_graph_grads(tg, NULL) == grads);
+    tm_node *ix = tm_input(ig, "x", TM_F32, 2, (int64_t[]){1, 3});
+    tm_node *out = tiny_model(ig, ix);
+    CHECK_OK(tm_graph_share_params(ig, params, NULL, 8));
+    CHECK_OK(tm_graph_compile(ig, out, TM_GRAPH_INFER));
+    float *x = tm_node_data(tg, tx);
+    for (int i = 0; i < 12; i++) x[i] = (float)(i % 5) - 2.0f;
+    int32_t *y = tm_node_data(tg, ty);
+    for (int i = 0; i < 4; i++) y[i] = i % 2;
+    CHECK_OK(tm_graph_forward(tg));
+    CHECK_OK(tm_graph_backward(tg));
+    for (int i = 0; i < 8; i++) params[i] -= grads[i];
+    float *ixv = tm_node_data(ig, ix);
+    ixv[0] = 1, ixv[1] = 2, ixv[2] = 3;
+    CHECK_OK(tm_graph_forward(ig));
+    float *o = tm_node_data(ig, out);
+    CHECK_NEAR(o[0], params[0] * 1 + params[1] * 2 + params[2] * 3 + params[6], 1e-6, 1e-6);
+    tm_graph_free(tg);
+    tm_graph_free(ig);
+    CHECK(params[6] != 0.0f); /* the buffers outlive the graphs */
+
+    /* a buffer of the wrong size is refused */
+    tm_graph *g = tm_graph_new();
+    tiny_model(g, tm_input(g, "x", TM_F32, 2, (int64_t[]){1, 3}));
+    CHECK_OK(tm_graph_share_params(g, params, NULL, 7));
+    CHECK_STATUS(tm_graph_compile(g, tm_graph_param_at(g, 0), TM_GRAPH_INFER), TM_ERR_INVALID);
+    tm_graph_free(g);
+}
+
 int main(void)
 {
+    test_shared_params();
     test_gradients();
     test_plan_and_threads();
     test_build_errors();
