@@ -7,5 +7,7 @@
 #include "trimodal/io.h"
 #include "trimodal/ops.h"
 #include "trimodal/optim.h"
+#include "trimodal/text.h"
+#include "trimodal/vision.h"
 
 #endif

@@ -2,11 +2,13 @@
  * Output for people on stdout, progress and errors on stderr; --json gives
  * one JSON object per line. Exit 0 on success, 1 on bad input or failure,
  * 2 on bad usage. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "trimodal/trimodal.h"
 
 static const char *usage_text =
@@ -14,8 +16,12 @@ static const char *usage_text =
     "\n"
     "commands:\n"
     "  info              this machine as trimodal sees it: version, SIMD level, threads\n"
+    "  tokenizer         train a byte-level BPE vocabulary, encode and decode text\n"
+    "                    (train, encode, decode, info)\n"
     "  inspect PATH      tensors of a .safetensors file or a model folder: names, dtypes,\n"
     "                    shapes, parameter count, metadata\n"
+    "  preprocess        what a model sees of an image, a sound and a text: numbers,\n"
+    "                    pictures and the tensors (--image, --audio, --text, --out DIR)\n"
     "\n"
     "options for every command:\n"
     "  --json            one JSON object per line instead of a table\n"
@@ -29,15 +35,18 @@ static const char *usage_text =
     "Training, evaluation and serving commands arrive with the model, training and serving\n"
     "layers; see README.md for the state of each.\n";
 
-static int usage_error(const char *fmt, const char *arg)
+int cli_usage(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "trimodal: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\nRun 'trimodal --help' for usage.\n");
+    va_end(ap);
     return 2;
 }
 
-static void json_string(FILE *f, const char *s)
+void cli_json_string(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; *s; s++) {
@@ -49,7 +58,7 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static int cmd_info(int argc, char **argv, int json)
+int cmd_info(int argc, char **argv, int json)
 {
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -57,7 +66,7 @@ static int cmd_info(int argc, char **argv, int json)
                    "kernels use, BF16 support and the thread count.\n");
             return 0;
         }
-        return usage_error("info: unknown option '%s'", argv[i]);
+        return cli_usage("info: unknown option '%s'", argv[i]);
     }
     const char *isa = tm_isa_name(tm_cpu_isa());
     int threads = tm_get_num_threads();
@@ -71,7 +80,7 @@ static int cmd_info(int argc, char **argv, int json)
     return 0;
 }
 
-static int cmd_inspect(int argc, char **argv, int json)
+int cmd_inspect(int argc, char **argv, int json)
 {
     const char *path = NULL;
     for (int i = 0; i < argc; i++) {
@@ -82,11 +91,11 @@ static int cmd_inspect(int argc, char **argv, int json)
                    "count and size, and the file's metadata.\n");
             return 0;
         }
-        if (argv[i][0] == '-') return usage_error("inspect: unknown option '%s'", argv[i]);
-        if (path) return usage_error("inspect: more than one path ('%s')", argv[i]);
+        if (argv[i][0] == '-') return cli_usage("inspect: unknown option '%s'", argv[i]);
+        if (path) return cli_usage("inspect: more than one path ('%s')", argv[i]);
         path = argv[i];
     }
-    if (!path) return usage_error("inspect: %s", "give a .safetensors file or a model folder");
+    if (!path) return cli_usage("inspect: %s", "give a .safetensors file or a model folder");
     char buf[4096];
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -119,7 +128,7 @@ static int cmd_inspect(int argc, char **argv, int json)
         bytes += e.nbytes;
         if (json) {
             printf("{\"tensor\":");
-            json_string(stdout, e.name);
+            cli_json_string(stdout, e.name);
             printf(",\"dtype\":\"%s\",\"shape\":[", e.dtype_name);
             for (int d = 0; d < e.ndim; d++) printf("%s%lld", d ? "," : "", (long long)e.shape[d]);
             printf("],\"elements\":%lld}\n", (long long)numel);
@@ -130,15 +139,15 @@ static int cmd_inspect(int argc, char **argv, int json)
     int nm = tm_safetensors_metadata_count(st);
     if (json) {
         printf("{\"file\":");
-        json_string(stdout, path);
+        cli_json_string(stdout, path);
         printf(",\"tensors\":%d,\"elements\":%lld,\"bytes\":%zu,\"metadata\":{", n,
                (long long)total, bytes);
         for (int i = 0; i < nm; i++) {
             const char *key = tm_safetensors_metadata_key(st, i);
             if (i) printf(",");
-            json_string(stdout, key);
+            cli_json_string(stdout, key);
             printf(":");
-            json_string(stdout, tm_safetensors_metadata(st, key));
+            cli_json_string(stdout, tm_safetensors_metadata(st, key));
         }
         printf("}}\n");
     } else {
@@ -177,5 +186,6 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2, json);
-    return usage_error("unknown command '%s'", cmd);
+    if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2, json);
+    return cli_usage("unknown command '%s'", cmd);
 }
