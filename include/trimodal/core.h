@@ -161,6 +161,14 @@ int tm_get_num_threads(void);
 typedef void (*tm_task_fn)(void *ctx, int64_t i, int64_t n);
 void tm_parallel_for(int64_t n, tm_task_fn fn, void *ctx);
 
+/* Calls fn(ctx, begin, end) on contiguous ranges covering [0, items): in
+ * parallel (about four ranges per thread) when `work`, a rough count of the
+ * values the loop touches, is at least 16384, else as one call. Where the
+ * cuts fall depends on the thread count, so each item's result must not
+ * depend on the range it lands in (items write disjoint outputs). */
+typedef void (*tm_range_fn)(void *ctx, int64_t begin, int64_t end);
+void tm_parallel_range(int64_t items, int64_t work, tm_range_fn fn, void *ctx);
+
 /* The [begin, end) range of chunk i when splitting total items into n
  * nearly equal chunks. */
 void tm_split_range(int64_t total, int64_t i, int64_t n, int64_t *begin, int64_t *end);

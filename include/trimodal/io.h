@@ -196,6 +196,13 @@ void tm_safetensors_writer_abort(tm_safetensors_writer *w);
  * the system's reason. */
 tm_status tm_write_file_atomic(const char *path, const void *data, size_t size);
 
+/* Reads a whole regular file into a new buffer (tm_free() it) that holds
+ * *size bytes followed by a NUL, so text files can be used as strings.
+ * Refuses what is not a regular file (a FIFO never blocks the call) with
+ * TM_ERR_IO, a file over max_bytes with TM_ERR_LIMIT (checked before
+ * reading and while reading), TM_ERR_NOMEM. Messages name the file. */
+tm_status tm_read_file(const char *path, size_t max_bytes, char **data, size_t *size);
+
 /* The same in pieces: open, write any number of times, then commit (or
  * abort). Used by the safetensors writer and checkpoints. */
 typedef struct tm_atomic_file tm_atomic_file;

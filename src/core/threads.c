@@ -172,3 +172,29 @@ void tm_split_range(int64_t total, int64_t i, int64_t n, int64_t *begin, int64_t
     *begin = i * base + (i < rem ? i : rem);
     *end = *begin + base + (i < rem ? 1 : 0);
 }
+
+typedef struct {
+    tm_range_fn fn;
+    void *ctx;
+    int64_t items;
+} range_ctx;
+
+static void range_task(void *p, int64_t i, int64_t n)
+{
+    const range_ctx *c = p;
+    int64_t b, e;
+    tm_split_range(c->items, i, n, &b, &e);
+    if (b < e) c->fn(c->ctx, b, e);
+}
+
+void tm_parallel_range(int64_t items, int64_t work, tm_range_fn fn, void *ctx)
+{
+    if (items <= 0) return;
+    int64_t nt = tm_get_num_threads();
+    if (nt <= 1 || items == 1 || work < ((int64_t)1 << 14)) {
+        fn(ctx, 0, items);
+        return;
+    }
+    range_ctx c = {fn, ctx, items};
+    tm_parallel_for(4 * nt < items ? 4 * nt : items, range_task, &c);
+}

@@ -188,3 +188,66 @@ tm_status tm_write_file_atomic(const char *path, const void *data, size_t size)
     }
     return tm_atomic_file_commit(f);
 }
+
+tm_status tm_read_file(const char *path, size_t max_bytes, char **data, size_t *size)
+{
+    *data = NULL;
+    *size = 0;
+    if (!path || !*path) return tm_fail(TM_ERR_INVALID, "read_file: empty path");
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return tm_fail(TM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return tm_fail(TM_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
+        close(fd);
+        return tm_fail(TM_ERR_LIMIT, "%s: %lld bytes is over the limit of %zu bytes", path,
+                       (long long)sb.st_size, max_bytes);
+    }
+    /* the size may change while reading: read in steps up to max_bytes + 1 */
+    size_t cap = (size_t)sb.st_size + 1, len = 0;
+    char *buf = tm_alloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        return tm_fail(TM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, cap);
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap > max_bytes) break;
+            size_t ncap = cap * 2 > max_bytes + 1 ? max_bytes + 1 : cap * 2;
+            char *nb = tm_alloc(ncap + 1);
+            if (!nb) {
+                tm_free(buf);
+                close(fd);
+                return tm_fail(TM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, ncap);
+            }
+            memcpy(nb, buf, len);
+            tm_free(buf);
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r < 0) {
+            int e = errno;
+            tm_free(buf);
+            close(fd);
+            return tm_fail(TM_ERR_IO, "%s: read failed: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (len > max_bytes) {
+        tm_free(buf);
+        return tm_fail(TM_ERR_LIMIT, "%s: grew past the limit of %zu bytes while read", path,
+                       max_bytes);
+    }
+    buf[len] = '\0';
+    *data = buf;
+    *size = len;
+    return TM_OK;
+}

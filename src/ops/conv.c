@@ -35,44 +35,6 @@
 /* Target size of one chunk's work, in floats (16 MiB): large enough that
  * bench-small's convolutions take the whole batch in one chunk. */
 #define CONV_CHUNK_FLOATS ((int64_t)1 << 22)
-/* Below this many floats touched, a parallel loop runs on the caller. */
-#define CONV_PAR_MIN ((int64_t)1 << 14)
-
-/* ------------------------------------------------------- parallel loops */
-
-typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
-
-typedef struct {
-    range_fn fn;
-    void *ctx;
-    int64_t items;
-} par_ctx;
-
-static void par_task(void *p, int64_t i, int64_t n)
-{
-    const par_ctx *c = p;
-    int64_t b, e;
-    tm_split_range(c->items, i, n, &b, &e);
-    if (b < e) c->fn(c->ctx, b, e);
-}
-
-/* Runs fn over [0, items) in contiguous ranges. Items must write disjoint
- * outputs, so the split (which depends on the thread count) never changes
- * the result. `floats` estimates the memory touched, to skip the pool for
- * small loops. */
-static void par_range(int64_t items, int64_t floats, range_fn fn, void *ctx)
-{
-    if (items <= 0) return;
-    int64_t nt = tm_get_num_threads();
-    if (nt <= 1 || items == 1 || floats < CONV_PAR_MIN) {
-        fn(ctx, 0, items);
-        return;
-    }
-    int64_t tasks = 4 * nt < items ? 4 * nt : items;
-    par_ctx c = {fn, ctx, items};
-    tm_parallel_for(tasks, par_task, &c);
-}
-
 /* ------------------------------------------------------------- geometry */
 
 typedef struct {
@@ -187,7 +149,7 @@ static void im2col_range(void *p, int64_t begin, int64_t end)
 static void im2col(const conv_geom *g, float *col, const float *x, int64_t nimg)
 {
     im2col_ctx c = {g, col, x};
-    par_range(nimg * g->Cin, nimg * g->K * g->P, im2col_range, &c);
+    tm_parallel_range(nimg * g->Cin, nimg * g->K * g->P, im2col_range, &c);
 }
 
 /* --------------------------------------------------------------- col2im */
@@ -236,7 +198,7 @@ static void col2im_range(void *p, int64_t begin, int64_t end)
 static void col2im(const conv_geom *g, float *dx, const float *dcol, int64_t nimg)
 {
     col2im_ctx c = {g, dx, dcol};
-    par_range(nimg * g->Cin, nimg * g->K * g->P, col2im_range, &c);
+    tm_parallel_range(nimg * g->Cin, nimg * g->K * g->P, col2im_range, &c);
 }
 
 /* ------------------------------------------- (nc, Cout, P) <-> (Cout, nc*P) */
@@ -319,7 +281,7 @@ void tm_conv2d_forward(float *out, float *work, const float *x, const float *w, 
         if (direct) {
             if (bias) {
                 regather_ctx c = {&g, outc, NULL, bias, nimg};
-                par_range(Cout, Cout * nimg * g.P, bias_fill_range, &c);
+                tm_parallel_range(Cout, Cout * nimg * g.P, bias_fill_range, &c);
             }
             /* out[j] (Cout, P) (+)= w (Cout, K) col[:, j*P : (j+1)*P] */
             tm_sgemm_batched(0, 0, nimg, Cout, g.P, g.K, 1.0f, w, g.K, 0, col, ld, g.P,
@@ -328,7 +290,7 @@ void tm_conv2d_forward(float *out, float *work, const float *x, const float *w, 
             /* Only nimg*P columns of col and y are used in a short last chunk. */
             tm_sgemm(0, 0, Cout, nimg * g.P, g.K, 1.0f, w, g.K, col, ld, 0.0f, y, ld);
             regather_ctx c = {&g, outc, y, bias, nimg};
-            par_range(Cout, Cout * nimg * g.P, scatter_range, &c);
+            tm_parallel_range(Cout, Cout * nimg * g.P, scatter_range, &c);
         }
     }
 }
@@ -366,7 +328,7 @@ void tm_conv2d_backward(float *dx, float *dw, float *dbias, float *work, const f
     if (!conv_geom_init(&g, N, Cin, H, W, Cout, KH, KW, sh, sw, ph, pw)) return;
     if (dbias) {
         dbias_ctx c = {&g, dbias, dout};
-        par_range(Cout, N * Cout * g.P, dbias_range, &c);
+        tm_parallel_range(Cout, N * Cout * g.P, dbias_range, &c);
     }
     if (!dx && !dw) return;
     const int64_t ld = g.nc * g.P;
@@ -380,7 +342,7 @@ void tm_conv2d_backward(float *dx, float *dw, float *dbias, float *work, const f
         int64_t gld = g.P;
         if (g.nc > 1) {
             regather_ctx c = {&g, gbuf, doutc, NULL, nimg};
-            par_range(Cout, Cout * width, gather_range, &c);
+            tm_parallel_range(Cout, Cout * width, gather_range, &c);
             gm = gbuf;
             gld = ld;
         }

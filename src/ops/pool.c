@@ -11,40 +11,6 @@
 
 #include "trimodal/ops.h"
 
-/* Below this many floats touched, a parallel loop runs on the caller. */
-#define POOL_PAR_MIN ((int64_t)1 << 14)
-
-typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
-
-typedef struct {
-    range_fn fn;
-    void *ctx;
-    int64_t items;
-} par_ctx;
-
-static void par_task(void *p, int64_t i, int64_t n)
-{
-    const par_ctx *c = p;
-    int64_t b, e;
-    tm_split_range(c->items, i, n, &b, &e);
-    if (b < e) c->fn(c->ctx, b, e);
-}
-
-/* Runs fn over [0, items) planes in contiguous ranges; planes are
- * independent, so the split never changes the result. */
-static void par_planes(int64_t items, int64_t floats, range_fn fn, void *ctx)
-{
-    if (items <= 0) return;
-    int64_t nt = tm_get_num_threads();
-    if (nt <= 1 || items == 1 || floats < POOL_PAR_MIN) {
-        fn(ctx, 0, items);
-        return;
-    }
-    int64_t tasks = 4 * nt < items ? 4 * nt : items;
-    par_ctx c = {fn, ctx, items};
-    tm_parallel_for(tasks, par_task, &c);
-}
-
 /* Each loop body works on a local copy of this: the library builds with
  * -fno-strict-aliasing, so fields read through a pointer would be reloaded
  * after every store to a float. */
@@ -109,7 +75,7 @@ void tm_maxpool2d_forward(float *out, int32_t *argmax, const float *x, int64_t N
     int64_t Ho = tm_conv_out_size(H, KH, sh, ph), Wo = tm_conv_out_size(W, KW, sw, pw);
     if (N < 1 || C < 1 || Ho < 1 || Wo < 1) return;
     pool_ctx c = {out, argmax, x, NULL, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw};
-    par_planes(N * C, N * C * (H * W + Ho * Wo), maxpool_fwd_range, &c);
+    tm_parallel_range(N * C, N * C * (H * W + Ho * Wo), maxpool_fwd_range, &c);
 }
 
 static void maxpool_bwd_range(void *p, int64_t begin, int64_t end)
@@ -129,7 +95,7 @@ void tm_maxpool2d_backward(float *dx, const float *dout, const int32_t *argmax, 
 {
     if (!dx || N < 1 || C < 1 || Ho < 1 || Wo < 1) return;
     pool_ctx c = {dx, NULL, dout, argmax, H, W, Ho, Wo, 0, 0, 0, 0, 0, 0};
-    par_planes(N * C, N * C * (H * W + Ho * Wo), maxpool_bwd_range, &c);
+    tm_parallel_range(N * C, N * C * (H * W + Ho * Wo), maxpool_bwd_range, &c);
 }
 
 /* ------------------------------------------------------------ avg pool */
@@ -166,7 +132,7 @@ void tm_avgpool2d_forward(float *out, const float *x, int64_t N, int64_t C, int6
     int64_t Ho = tm_conv_out_size(H, KH, sh, ph), Wo = tm_conv_out_size(W, KW, sw, pw);
     if (N < 1 || C < 1 || Ho < 1 || Wo < 1) return;
     pool_ctx c = {out, NULL, x, NULL, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw};
-    par_planes(N * C, N * C * (H * W + Ho * Wo), avgpool_fwd_range, &c);
+    tm_parallel_range(N * C, N * C * (H * W + Ho * Wo), avgpool_fwd_range, &c);
 }
 
 static void avgpool_bwd_range(void *p, int64_t begin, int64_t end)
@@ -197,5 +163,5 @@ void tm_avgpool2d_backward(float *dx, const float *dout, int64_t N, int64_t C, i
     int64_t Ho = tm_conv_out_size(H, KH, sh, ph), Wo = tm_conv_out_size(W, KW, sw, pw);
     if (!dx || N < 1 || C < 1 || Ho < 1 || Wo < 1) return;
     pool_ctx c = {dx, NULL, dout, NULL, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw};
-    par_planes(N * C, N * C * (H * W + Ho * Wo), avgpool_bwd_range, &c);
+    tm_parallel_range(N * C, N * C * (H * W + Ho * Wo), avgpool_bwd_range, &c);
 }

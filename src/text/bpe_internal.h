@@ -179,8 +179,5 @@ tm_status tmx_compile_pattern(tm_tokenizer *t, const char *where);
 /* strdup (not in C11): malloc'd copy, NULL when out of memory. */
 char *tmx_strdup(const char *s);
 
-/* Reads a whole file (at most TM_TOKENIZER_MAX_FILE_BYTES) into malloc'd
- * memory (free()) with a NUL after it. */
-tm_status tmx_read_file(const char *path, char **out, size_t *size);
 
 #endif

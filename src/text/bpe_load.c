@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "text/bpe_internal.h"
+#include "trimodal/io.h"
 
 /* Rejects nesting deeper than TM_TOKENIZER_MAX_JSON_DEPTH before parsing. */
 static tm_status check_json(const char *s, size_t n, const char *where)
@@ -408,7 +409,7 @@ tm_status tm_tokenizer_load_json(tm_tokenizer **out, const char *path)
     *out = NULL;
     char *buf;
     size_t n;
-    tm_status rc = tmx_read_file(path, &buf, &n);
+    tm_status rc = tm_read_file(path, TM_TOKENIZER_MAX_FILE_BYTES, &buf, &n);
     if (rc) return rc;
     rc = load_hf(out, buf, n, path);
     free(buf);
@@ -496,8 +497,8 @@ tm_status tm_tokenizer_load_vocab_merges(tm_tokenizer **out, const char *vocab_p
     *out = NULL;
     char *v = NULL, *m = NULL;
     size_t vn, mn;
-    tm_status rc = tmx_read_file(vocab_path, &v, &vn);
-    if (!rc) rc = tmx_read_file(merges_path, &m, &mn);
+    tm_status rc = tm_read_file(vocab_path, TM_TOKENIZER_MAX_FILE_BYTES, &v, &vn);
+    if (!rc) rc = tm_read_file(merges_path, TM_TOKENIZER_MAX_FILE_BYTES, &m, &mn);
     if (!rc) rc = load_pair(out, v, vn, m, mn, style, vocab_path, merges_path);
     free(v);
     free(m);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "text/bpe_internal.h"
+#include "trimodal/io.h"
 
 static float unit(uint32_t v) { return (float)(v >> 8) * (1.0f / 16777216.0f); }
 
@@ -379,7 +380,7 @@ tm_status tm_synonyms_load(tm_synonyms **out, const char *path)
     *out = NULL;
     char *buf;
     size_t n;
-    tm_status rc = tmx_read_file(path, &buf, &n);
+    tm_status rc = tm_read_file(path, TM_TOKENIZER_MAX_FILE_BYTES, &buf, &n);
     if (rc) return rc;
     rc = syn_load(out, buf, n, path);
     free(buf);

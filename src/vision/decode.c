@@ -883,44 +883,11 @@ tm_status tm_image_load(tm_image **out, const char *path, tm_image_decode_params
     if (!path || !*path) return tm_fail(TM_ERR_INVALID, "tm_image_load: empty path");
     tm_status s = check_params(&params, "tm_image_load");
     if (s) return s;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return tm_fail(TM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return tm_fail(TM_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return tm_fail(TM_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size, max_bytes = max_bytes_of(params.limits);
-    if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
-        close(fd);
-        return tm_fail(TM_ERR_LIMIT, "%s: %lld bytes is over the limit of %zu bytes", path,
-                       (long long)sb.st_size, max_bytes);
-    }
-    uint8_t *buf = tm_alloc(size ? size : 1);
-    if (!buf) {
-        close(fd);
-        return tm_fail(TM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            tm_free(buf);
-            return tm_fail(TM_ERR_IO, "%s: read failed: %s", path, strerror(e));
-        }
-        if (r == 0) break; /* the file shrank: decode what is there */
-        got += (size_t)r;
-    }
-    close(fd);
-    s = decode_named(out, buf, got, params, path);
+    char *buf;
+    size_t got;
+    s = tm_read_file(path, max_bytes_of(params.limits), &buf, &got);
+    if (s) return s;
+    s = decode_named(out, (const uint8_t *)buf, got, params, path);
     tm_free(buf);
     return s;
 }
