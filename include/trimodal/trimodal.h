@@ -2,7 +2,9 @@
 #ifndef TRIMODAL_H
 #define TRIMODAL_H
 
+#include "trimodal/audio.h"
 #include "trimodal/core.h"
+#include "trimodal/data.h"
 #include "trimodal/graph.h"
 #include "trimodal/io.h"
 #include "trimodal/ops.h"

@@ -187,5 +187,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 2, argv + 2, json);
     return cli_usage("unknown command '%s'", cmd);
 }
