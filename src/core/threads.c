@@ -24,13 +24,15 @@ typedef struct {
     pthread_mutex_t job_lock;  /* held by the caller for the whole job */
     pthread_t workers[MAX_THREADS];
     int nthreads;              /* including the caller */
-    atomic_int generation;
+    atomic_uint generation;    /* the current job's number */
     atomic_int quit;
     /* the current job */
-    tm_task_fn fn;
-    void *ctx;
-    int64_t ntasks;
-    atomic_llong next;
+    _Atomic(tm_task_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_llong ntasks;
+    /* (job number << 32) | next task index: a worker still looping on an
+     * old job sees another job number and cannot take the new job's tasks */
+    atomic_ullong ticket;
     atomic_llong done;
 } pool_t;
 
@@ -42,13 +44,20 @@ static pool_t pool = {
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static _Thread_local int in_task;
 
-static void run_tasks(void)
+static void run_tasks(unsigned job)
 {
-    int64_t n = pool.ntasks;
+    tm_task_fn fn = atomic_load(&pool.fn);
+    void *ctx = atomic_load(&pool.ctx);
+    int64_t n = atomic_load(&pool.ntasks);
     for (;;) {
-        int64_t i = atomic_fetch_add(&pool.next, 1);
+        unsigned long long cur = atomic_load(&pool.ticket);
+        if ((unsigned)(cur >> 32) != job) break; /* that job is over */
+        int64_t i = (int64_t)(cur & 0xffffffffull);
         if (i >= n) break;
-        pool.fn(pool.ctx, i, n);
+        if (!atomic_compare_exchange_weak(&pool.ticket, &cur, cur + 1)) continue;
+        /* a claim with this job's number means the job is still running, so
+         * fn, ctx and n read above are this job's */
+        fn(ctx, i, n);
         atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
     }
 }
@@ -57,9 +66,9 @@ static void *worker_main(void *arg)
 {
     (void)arg;
     in_task = 1; /* a task that calls tm_parallel_for runs it serially */
-    int seen = atomic_load(&pool.generation);
+    unsigned seen = atomic_load(&pool.generation);
     for (;;) {
-        int gen;
+        unsigned gen;
         int spins = 0;
         while ((gen = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen &&
                !atomic_load(&pool.quit)) {
@@ -71,7 +80,7 @@ static void *worker_main(void *arg)
         }
         if (atomic_load(&pool.quit)) return NULL;
         seen = gen;
-        run_tasks();
+        run_tasks(gen);
     }
 }
 
@@ -142,22 +151,24 @@ void tm_parallel_for(int64_t n, tm_task_fn fn, void *ctx)
 {
     if (n <= 0) return;
     pthread_once(&pool_once, pool_init);
-    if (n == 1 || in_task || pool.nthreads == 1 || pthread_mutex_trylock(&pool.job_lock) != 0) {
+    if (n == 1 || n > INT32_MAX || in_task || pool.nthreads == 1 ||
+        pthread_mutex_trylock(&pool.job_lock) != 0) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i, n);
         return;
     }
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.ntasks = n;
-    atomic_store(&pool.next, 0);
+    unsigned job = atomic_load(&pool.generation) + 1;
+    atomic_store(&pool.fn, fn);
+    atomic_store(&pool.ctx, ctx);
+    atomic_store(&pool.ntasks, n);
     atomic_store(&pool.done, 0);
+    atomic_store(&pool.ticket, (unsigned long long)job << 32);
     pthread_mutex_lock(&pool.lock);
-    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    atomic_store_explicit(&pool.generation, job, memory_order_release);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
 
     in_task = 1;
-    run_tasks();
+    run_tasks(job);
     in_task = 0;
     while (atomic_load_explicit(&pool.done, memory_order_acquire) < n) {
         /* the other tasks are running on workers; spin briefly, then yield */

@@ -212,6 +212,17 @@ static void test_threads(void)
         for (int i = 0; i < 50; i++) ok &= h2[i] == 1;
         CHECK(ok);
     }
+    /* many short jobs back to back, of changing sizes: a worker still
+     * finishing one job must never take (or lose) a task of the next */
+    CHECK_OK(tm_set_num_threads(2));
+    int bad_jobs = 0;
+    for (int job = 0; job < 20000; job++) {
+        int64_t hits[8] = {0};
+        int64_t n = 2 + job % 6;
+        tm_parallel_for(n, leaf_task, hits);
+        for (int i = 0; i < 8; i++) bad_jobs += hits[i] != (i < n);
+    }
+    CHECK(bad_jobs == 0);
     CHECK_STATUS(tm_set_num_threads(0), TM_ERR_INVALID);
     int64_t b, e, total = 0;
     for (int i = 0; i < 7; i++) {
