@@ -18,7 +18,10 @@ static const char *usage_text =
     "  info              this machine as trimodal sees it: version, SIMD level, threads\n"
     "  tokenizer         train a byte-level BPE vocabulary, encode and decode text\n"
     "                    (train, encode, decode, info)\n"
-    "  inspect PATH      tensors of a .safetensors file or a model folder: names, dtypes,\n"
+    "  init              a model folder with fresh weights from a config (--config C -o DIR)\n"
+    "  bench             time a model: bench infer|train --config C --batch B --threads T\n"
+    "  inspect PATH      a model folder or config (architecture, parameters, memory), or the\n"
+    "                    tensors of a .safetensors file: names, dtypes,\n"
     "                    shapes, parameter count, metadata\n"
     "  preprocess        what a model sees of an image, a sound and a text: numbers,\n"
     "                    pictures and the tensors (--image, --audio, --text, --out DIR)\n"
@@ -98,7 +101,12 @@ int cmd_inspect(int argc, char **argv, int json)
     if (!path) return cli_usage("inspect: %s", "give a .safetensors file or a model folder");
     char buf[4096];
     struct stat sb;
+    size_t plen = strlen(path);
+    /* a config file, or a model folder with config.json: the architecture */
+    if (plen > 5 && !strcmp(path + plen - 5, ".json")) return cmd_inspect_model(path, json);
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(buf, sizeof buf, "%s/config.json", path);
+        if (stat(buf, &sb) == 0) return cmd_inspect_model(path, json);
         snprintf(buf, sizeof buf, "%s/model.safetensors", path);
         path = buf;
     }
@@ -188,5 +196,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2, json);
     return cli_usage("unknown command '%s'", cmd);
 }

@@ -1,0 +1,197 @@
+/*
+ * trimodal model: whole models (encoders, fusion, heads, losses) built from
+ * a JSON config, their weights, and the graphs that run them.
+ *
+ *   tm_model *m;
+ *   tm_model_load(&m, "models/bench-small");            // or tm_model_new_from_config
+ *   tm_model_graph *train;
+ *   tm_model_graph_new(&train, m, 32, TM_MODEL_TRAIN);  // loss, gradients
+ *   tm_model_inputs in = tm_model_graph_inputs(train);  // fill tokens, image, mel, labels
+ *   tm_model_graph_forward(train); tm_model_graph_backward(train);
+ *   ... tm_optim_step(opt, tm_model_params(m, NULL), tm_model_grads(m, NULL), lr) over
+ *       the first tm_model_trainable_count(m) floats ...
+ *   tm_model_save(m, "models/run1");
+ *
+ * Weights. A model owns ONE flat f32 buffer of parameters (and one of
+ * gradients, made with the first training graph), with a table of name ->
+ * (offset, shape). Trainable tensors come first; fixed tables (sinusoidal
+ * positions) sit at the end, so an optimizer over the first
+ * tm_model_trainable_count() floats never touches them. Every graph of the
+ * model (any batch size, any mode) uses these buffers directly
+ * (tm_graph_share_params): an optimizer step is seen by all of them.
+ *
+ * The model folder (../docs/models.md): config.json (the architecture) and
+ * model.safetensors (f32, PyTorch layouts and names, e.g.
+ * "text.layers.0.attn.qkv.weight"). Loading checks every tensor's shape
+ * against the config and reports missing and unexpected names.
+ *
+ * Inputs, for a graph of batch B: token ids (B, T) i32 with the config's
+ * pad id (0) for padding, masked as keys; images (B, C, H, W); log-mel
+ * (B, n_mels, n_frames); labels (B) i32 (-100 = no label; training only);
+ * and a per-example modality-present mask (B, M) in encoder order: a
+ * missing modality's tokens are masked as keys in fusion (never attended)
+ * and the example drops out of the contrastive pairs that need it. The
+ * data of a missing modality is ignored (any finite values).
+ *
+ * Thread-safety: a tm_model may be shared by graphs used from different
+ * threads only while nothing writes its weights; creating graphs of one
+ * model (the first training graph allocates its gradient buffer) and
+ * loading or initialising weights are not safe concurrently. A
+ * tm_model_graph is used by one thread at a time. Kernels use the
+ * library's thread pool.
+ */
+#ifndef TRIMODAL_MODEL_H
+#define TRIMODAL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trimodal/core.h"
+#include "trimodal/graph.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tm_model tm_model;
+
+/* ------------------------------------------------------------ creating */
+
+/* A model from a config file (JSON; see docs/models.md), with zeroed
+ * weights except the fixed tables; call tm_model_init_weights for fresh
+ * ones. Fails with TM_ERR_INVALID and a message naming the key for unknown
+ * keys, wrong types, impossible shapes; TM_ERR_IO when unreadable. */
+tm_status tm_model_new_from_config(tm_model **out, const char *config_path);
+/* The same from JSON text; origin names it in messages (may be NULL). */
+tm_status tm_model_new_from_json(tm_model **out, const char *json, size_t len,
+                                 const char *origin);
+
+/* Loads a model folder: config.json, then model.safetensors, checking that
+ * every tensor has the shape the config implies; missing tensors (other
+ * than fixed tables, which are recomputed) and unexpected ones fail with
+ * TM_ERR_FORMAT listing their names. F32, BF16 and F16 files load (the
+ * latter two are widened to f32). */
+tm_status tm_model_load(tm_model **out, const char *dir);
+
+/* Writes dir/config.json and dir/model.safetensors (creating dir if
+ * needed), each atomically. */
+tm_status tm_model_save(const tm_model *m, const char *dir);
+
+/* Fresh weights, PyTorch-default-like (docs/models.md): Linear and Conv
+ * weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm 1 and
+ * 0; token embeddings N(0, 1); CLS tokens, learned positions and type
+ * embeddings N(0, 0.02); logit_scale its configured initial value; fixed
+ * tables their formula. A pure function of seed (any thread count). */
+tm_status tm_model_init_weights(tm_model *m, uint64_t seed);
+
+void tm_model_free(tm_model *m); /* NULL is harmless */
+
+/* ------------------------------------------------------------ weights */
+
+/* The flat buffers; count (may be NULL) gets the number of floats. The
+ * gradient buffer is NULL until a training graph has been made. */
+float *tm_model_params(tm_model *m, size_t *count);
+float *tm_model_grads(tm_model *m, size_t *count);
+/* Floats at the start of the buffer that are trained (the rest are fixed
+ * tables); the parameter count of the model. */
+size_t tm_model_trainable_count(const tm_model *m);
+
+typedef struct {
+    const char *name; /* valid while the model lives */
+    int ndim;
+    int64_t shape[TM_MAX_DIMS];
+    size_t offset; /* in floats, into tm_model_params() */
+    size_t numel;
+    int frozen;    /* a fixed table: not trained */
+} tm_model_tensor;
+
+int tm_model_tensor_count(const tm_model *m);
+tm_status tm_model_tensor_at(const tm_model *m, int i, tm_model_tensor *out);
+/* Index of the tensor called name, or -1. */
+int tm_model_find_tensor(const tm_model *m, const char *name);
+
+/* ------------------------------------------------------------ the config */
+
+#define TM_MODEL_MAX_MODALITIES 4
+
+/* What a caller needs to feed the model. */
+typedef struct {
+    const char *name;  /* the config's "name" */
+    int n_modalities;  /* encoders, in config order (the present mask's columns) */
+    const char *modality[TM_MODEL_MAX_MODALITIES]; /* "text", "vision", "audio" */
+    int64_t text_tokens, vocab_size;               /* 0 without a text encoder */
+    int32_t pad_id;
+    int64_t image_channels, image_h, image_w;      /* 0 without a vision encoder */
+    int64_t n_mels, n_frames;                      /* 0 without an audio encoder */
+    int64_t num_classes;                           /* 0 without a classifier */
+    int64_t embed_dim;                             /* 0 without contrastive heads */
+    int64_t dim;
+    const char *fusion; /* "early", "late", "cross" */
+} tm_model_info;
+
+tm_model_info tm_model_get_info(const tm_model *m);
+
+/* The canonical config (every key, defaults filled in) as JSON text;
+ * tm_free() it. NULL on allocation failure. */
+char *tm_model_config_json(const tm_model *m);
+
+/* ------------------------------------------------------------- graphs */
+
+typedef enum {
+    TM_MODEL_TRAIN = 0, /* root: the loss; logits and embeddings kept */
+    TM_MODEL_CLASSIFY,  /* root: class logits (B, num_classes) */
+    TM_MODEL_EMBED,     /* root: L2-normalised embeddings (B, M, embed_dim) */
+    TM_MODEL_MODE_COUNT
+} tm_model_mode;
+
+typedef struct tm_model_graph tm_model_graph;
+
+/* Builds and compiles a graph of the model for `batch` examples. The
+ * graph uses the model's weight buffer (and gradient buffer, for
+ * TM_MODEL_TRAIN); the model must outlive it. Every modality starts
+ * present. */
+tm_status tm_model_graph_new(tm_model_graph **out, tm_model *m, int64_t batch,
+                             tm_model_mode mode);
+void tm_model_graph_free(tm_model_graph *mg); /* NULL is harmless */
+
+/* Where to write the inputs (row-major, valid while the graph lives);
+ * a pointer is NULL when the model or mode has no such input. */
+typedef struct {
+    int32_t *tokens;  /* (B, text_tokens) */
+    float *image;     /* (B, image_channels, image_h, image_w) */
+    float *mel;       /* (B, n_mels, n_frames) */
+    int32_t *labels;  /* (B), TM_MODEL_TRAIN with a classifier; -100 = none */
+    uint8_t *present; /* (B, n_modalities): nonzero = present */
+} tm_model_inputs;
+
+tm_model_inputs tm_model_graph_inputs(tm_model_graph *mg);
+
+/* Derives the masks from the inputs and runs the forward pass. Fails with
+ * TM_ERR_INVALID naming the position for a token id outside the vocabulary
+ * or a label outside the classes. */
+tm_status tm_model_graph_forward(tm_model_graph *mg);
+/* Gradients of the loss into tm_model_grads() (overwritten, not added). */
+tm_status tm_model_graph_backward(tm_model_graph *mg);
+
+/* Outputs, valid after forward until the next one; NULL when the mode has
+ * none. */
+const float *tm_model_graph_logits(tm_model_graph *mg);             /* (B, num_classes) */
+const float *tm_model_graph_embeddings(tm_model_graph *mg, int m);  /* (B, embed_dim) */
+/* TM_MODEL_TRAIN: the total loss and its parts (NaN when absent):
+ * classification cross-entropy, and the mean of the symmetric InfoNCE
+ * losses over the modality pairs that have at least one example with both
+ * modalities present. */
+typedef struct {
+    float total, classification, contrastive;
+} tm_model_loss;
+tm_model_loss tm_model_graph_loss(tm_model_graph *mg);
+
+int64_t tm_model_graph_batch(const tm_model_graph *mg);
+tm_model_mode tm_model_graph_mode(const tm_model_graph *mg);
+/* The underlying graph (for its arena size; do not recompile it). */
+tm_graph *tm_model_graph_graph(tm_model_graph *mg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,622 @@
+/* A model's weights: the parameter table built from the config, fresh
+ * initialisation, and the model folder (config.json + model.safetensors). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model_internal.h"
+#include "trimodal/io.h"
+
+/* ------------------------------------------------------------ declare */
+
+static void declare_encoder(const model_cfg *c, int i, tm_graph *g, enc_layers *E)
+{
+    const enc_cfg *e = &c->enc[i];
+    const char *nm = tm_model_enc_name(e->kind);
+    char name[256];
+    int64_t C = c->dim;
+    if (e->kind == ENC_TEXT) {
+        snprintf(name, sizeof name, "%s.tok_emb", nm);
+        tm_nn_embedding_declare(&E->tok, g, name, e->vocab, C);
+    } else if (e->kind == ENC_VISION) {
+        snprintf(name, sizeof name, "%s.patch", nm);
+        tm_nn_conv_declare(&E->patch, g, name, 2, e->channels, C, e->patch, (int)e->patch, 0, 1);
+        if (e->cls_token) {
+            snprintf(name, sizeof name, "%s.cls", nm);
+            E->cls = tm_param(g, name, 2, (int64_t[]){1, C});
+        }
+    } else {
+        for (int k = 0; k < e->n_stem; k++) {
+            snprintf(name, sizeof name, "%s.conv%d", nm, k + 1);
+            tm_nn_conv_declare(&E->stem[k], g, name, 1, k ? C : e->n_mels, C, e->stem[k].kernel,
+                               (int)e->stem[k].stride, (int)e->stem[k].pad, 1);
+        }
+    }
+    if (e->pos == TM_NN_POS_LEARNED) {
+        snprintf(name, sizeof name, "%s.pos_emb", nm);
+        tm_nn_position_declare(&E->pos, g, name, TM_NN_POS_LEARNED, e->tokens, C, 0, 0);
+    }
+    tm_nn_block_params bp = tm_nn_block_default_params();
+    bp.dropout = (float)c->dropout;
+    for (int l = 0; l < e->layers; l++) {
+        snprintf(name, sizeof name, "%s.layers.%d", nm, l);
+        bp.seed = (uint64_t)(i + 1) * 1000 + (uint64_t)l;
+        tm_nn_block_declare(&E->blocks[l], g, name, C, c->heads, c->mlp_dim, c->act,
+                            (float)c->eps, 0, bp);
+    }
+    snprintf(name, sizeof name, "%s.ln", nm);
+    tm_nn_layernorm_declare(&E->ln, g, name, C, 1, (float)c->eps);
+    if (e->pool == POOL_ATTENTION) {
+        snprintf(name, sizeof name, "%s.pool.query", nm);
+        E->pool_query = tm_param(g, name, 2, (int64_t[]){1, C});
+        snprintf(name, sizeof name, "%s.pool.attn", nm);
+        tm_nn_attention_declare(&E->pool_attn, g, name, C, c->heads);
+    }
+}
+
+tm_status tm_model_declare(const model_cfg *c, tm_graph *g, model_layers *L)
+{
+    char name[256];
+    int64_t C = c->dim;
+    memset(L, 0, sizeof *L);
+    for (int i = 0; i < c->n_enc; i++) declare_encoder(c, i, g, &L->enc[i]);
+
+    tm_nn_block_params bp = tm_nn_block_default_params();
+    bp.dropout = (float)c->dropout;
+    if (c->fusion == FUSION_EARLY) {
+        if (c->fusion_cls) L->fusion_cls = tm_param(g, "fusion.cls", 2, (int64_t[]){1, C});
+        if (c->fusion_type_emb)
+            L->type_emb = tm_param(g, "fusion.type_emb", 2, (int64_t[]){c->n_enc + 1, C});
+        for (int l = 0; l < c->fusion_layers; l++) {
+            snprintf(name, sizeof name, "fusion.layers.%d", l);
+            bp.seed = 9000 + (uint64_t)l;
+            tm_nn_block_declare(&L->fblocks[l], g, name, C, c->heads, c->mlp_dim, c->act,
+                                (float)c->eps, 0, bp);
+        }
+        tm_nn_layernorm_declare(&L->fln, g, "fusion.ln", C, 1, (float)c->eps);
+        if (c->num_classes) tm_nn_linear_declare(&L->head, g, "fusion.head", C, c->num_classes, 1);
+    } else if (c->fusion == FUSION_LATE) {
+        int64_t in = c->combine == COMBINE_CONCAT ? C * c->n_enc : C;
+        if (c->combine == COMBINE_GATED) tm_nn_linear_declare(&L->gate, g, "fusion.gate", C, 1, 1);
+        if (c->fusion_hidden) {
+            tm_nn_linear_declare(&L->fusion_fc1, g, "fusion.mlp.fc1", in, c->fusion_hidden, 1);
+            in = c->fusion_hidden;
+        }
+        if (c->num_classes) tm_nn_linear_declare(&L->head, g, "fusion.head", in, c->num_classes, 1);
+    } else {
+        /* cross-attention fusion: each stream's layer l attends to the
+         * other streams' tokens */
+        for (int i = 0; i < c->n_enc; i++) {
+            const char *sn = tm_model_enc_name(c->enc[i].kind);
+            for (int l = 0; l < c->fusion_layers; l++) {
+                snprintf(name, sizeof name, "fusion.%s.layers.%d", sn, l);
+                bp.seed = 9000 + (uint64_t)(l * TM_MODEL_MAX_ENC + i);
+                tm_nn_block_declare(&L->fblocks[l * TM_MODEL_MAX_ENC + i], g, name, C, c->heads,
+                                    c->mlp_dim, c->act, (float)c->eps, 1, bp);
+            }
+            snprintf(name, sizeof name, "fusion.%s.ln", sn);
+            tm_nn_layernorm_declare(&L->stream_ln[i], g, name, C, 1, (float)c->eps);
+        }
+        if (c->num_classes)
+            tm_nn_linear_declare(&L->head, g, "fusion.head", C * c->n_enc, c->num_classes, 1);
+    }
+    if (c->embed_dim) {
+        for (int i = 0; i < c->n_enc; i++) {
+            snprintf(name, sizeof name, "proj_%s", tm_model_enc_name(c->enc[i].kind));
+            tm_nn_linear_declare(&L->enc[i].proj, g, name, C, c->embed_dim, 0);
+        }
+        L->logit_scale = tm_param(g, "logit_scale", 0, NULL);
+    }
+    /* fixed tables last, so the trainable parameters are one prefix */
+    for (int i = 0; i < c->n_enc; i++) {
+        const enc_cfg *e = &c->enc[i];
+        if (e->pos == TM_NN_POS_LEARNED || e->pos == TM_NN_POS_NONE) continue;
+        snprintf(name, sizeof name, "%s.pos_emb", tm_model_enc_name(e->kind));
+        int64_t gh = 0, gw = 0;
+        if (e->kind == ENC_VISION) gh = e->image_h / e->patch, gw = e->image_w / e->patch;
+        tm_nn_position_declare(&L->enc[i].pos, g, name, e->pos, e->tokens, C, gh, gw);
+    }
+    return tm_graph_status(g) ? tm_fail(tm_graph_status(g), "%s", tm_last_error()) : TM_OK;
+}
+
+/* ------------------------------------------------------------ the table */
+
+int tm_model_entry_find(const tm_model *m, const char *name)
+{
+    for (int i = 0; m && name && i < m->n_t; i++)
+        if (!strcmp(m->t[i].name, name)) return i;
+    return -1;
+}
+
+typedef struct {
+    tm_model *m;
+    int ok;
+} marker;
+
+static void mark(marker *mk, tm_node *p, init_kind kind, double arg)
+{
+    if (!p) return;
+    int i = tm_model_entry_find(mk->m, tm_node_name(p));
+    if (i < 0) {
+        mk->ok = 0;
+        return;
+    }
+    mk->m->t[i].init = kind;
+    mk->m->t[i].arg = arg;
+}
+
+static void mark_linear(marker *mk, const tm_nn_linear *l)
+{
+    mark(mk, l->weight, INIT_UNIFORM_FAN_IN, (double)l->in);
+    mark(mk, l->bias, INIT_UNIFORM_FAN_IN, (double)l->in);
+}
+
+static void mark_ln(marker *mk, const tm_nn_layernorm *ln)
+{
+    mark(mk, ln->weight, INIT_ONE, 0);
+    mark(mk, ln->bias, INIT_ZERO, 0);
+}
+
+static void mark_block(marker *mk, const tm_nn_block *b)
+{
+    mark_ln(mk, &b->ln1);
+    mark_ln(mk, &b->ln2);
+    if (b->cross) mark_ln(mk, &b->ln_ctx);
+    mark_linear(mk, &b->attn.qkv);
+    mark_linear(mk, &b->attn.out);
+    mark_linear(mk, &b->mlp.fc1);
+    mark_linear(mk, &b->mlp.fc2);
+}
+
+static void mark_conv(marker *mk, const tm_nn_conv *c)
+{
+    double fan = (double)c->cin * (double)c->kernel * (c->dims == 2 ? (double)c->kernel : 1.0);
+    mark(mk, c->weight, INIT_UNIFORM_FAN_IN, fan);
+    mark(mk, c->bias, INIT_UNIFORM_FAN_IN, fan);
+}
+
+/* Sets every entry's init recipe and frozen flag from the layers. */
+static int mark_all(tm_model *m, const model_layers *L)
+{
+    const model_cfg *c = &m->cfg;
+    marker mk = {m, 1};
+    for (int i = 0; i < m->n_t; i++) m->t[i].init = (init_kind)-1;
+    for (int i = 0; i < c->n_enc; i++) {
+        const enc_layers *E = &L->enc[i];
+        mark(&mk, E->tok.weight, INIT_NORMAL, 1.0);
+        mark_conv(&mk, &E->patch);
+        mark(&mk, E->cls, INIT_NORMAL, 0.02);
+        for (int k = 0; k < c->enc[i].n_stem; k++) mark_conv(&mk, &E->stem[k]);
+        if (E->pos.kind == TM_NN_POS_LEARNED) mark(&mk, E->pos.table, INIT_NORMAL, 0.02);
+        else if (E->pos.table) {
+            mark(&mk, E->pos.table, INIT_FIXED, 0);
+            int k = tm_model_entry_find(m, tm_node_name(E->pos.table));
+            if (k >= 0) {
+                m->t[k].frozen = 1;
+                m->t[k].pos = E->pos;
+                m->t[k].pos.table = NULL;
+            }
+        }
+        for (int l = 0; l < c->enc[i].layers; l++) mark_block(&mk, &E->blocks[l]);
+        mark_ln(&mk, &E->ln);
+        mark(&mk, E->pool_query, INIT_NORMAL, 0.02);
+        mark_linear(&mk, &E->pool_attn.qkv);
+        mark_linear(&mk, &E->pool_attn.out);
+        mark_linear(&mk, &E->proj);
+    }
+    mark(&mk, L->fusion_cls, INIT_NORMAL, 0.02);
+    mark(&mk, L->type_emb, INIT_NORMAL, 0.02);
+    int nb = c->fusion == FUSION_CROSS ? c->fusion_layers * TM_MODEL_MAX_ENC : c->fusion_layers;
+    for (int l = 0; l < nb; l++)
+        if (L->fblocks[l].attn.qkv.weight) mark_block(&mk, &L->fblocks[l]);
+    mark_ln(&mk, &L->fln);
+    for (int i = 0; i < c->n_enc; i++) mark_ln(&mk, &L->stream_ln[i]);
+    mark_linear(&mk, &L->fusion_fc1);
+    mark_linear(&mk, &L->gate);
+    mark_linear(&mk, &L->head);
+    mark(&mk, L->logit_scale, INIT_CONST, c->logit_scale_init);
+    for (int i = 0; i < m->n_t; i++)
+        if ((int)m->t[i].init < 0) mk.ok = 0;
+    return mk.ok;
+}
+
+void tm_model_fill_fixed(tm_model *m)
+{
+    for (int i = 0; i < m->n_t; i++)
+        if (m->t[i].init == INIT_FIXED) tm_nn_position_fill(&m->t[i].pos, m->params + m->t[i].offset);
+}
+
+static tm_status model_from_cfg(tm_model **out, const model_cfg *cfg)
+{
+    *out = NULL;
+    tm_model *m = tm_calloc(1, sizeof *m);
+    model_layers *L = tm_calloc(1, sizeof *L);
+    tm_graph *g = tm_graph_new();
+    tm_status s = TM_OK;
+    if (!m || !L || !g) {
+        s = tm_fail(TM_ERR_NOMEM, "model: out of memory");
+        goto fail;
+    }
+    m->cfg = *cfg;
+    if ((s = tm_model_declare(cfg, g, L))) goto fail;
+    int n = tm_graph_param_count(g);
+    m->t = tm_calloc((size_t)(n ? n : 1), sizeof *m->t);
+    if (!m->t) {
+        s = tm_fail(TM_ERR_NOMEM, "model: out of memory");
+        goto fail;
+    }
+    /* creation order is the buffer's layout (as tm_graph_share_params) */
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        tm_node *p = tm_graph_param_at(g, i);
+        tensor_entry *e = &m->t[m->n_t++];
+        const char *nm = tm_node_name(p);
+        e->name = tm_alloc(strlen(nm) + 1);
+        if (!e->name) {
+            s = tm_fail(TM_ERR_NOMEM, "model: out of memory");
+            goto fail;
+        }
+        strcpy(e->name, nm);
+        e->ndim = tm_node_ndim(p);
+        for (int d = 0; d < e->ndim; d++) e->shape[d] = tm_node_shape(p)[d];
+        e->numel = (size_t)tm_node_numel(p);
+        e->offset = off;
+        off += e->numel;
+    }
+    m->n_params = off;
+    if (!mark_all(m, L)) {
+        s = tm_fail(TM_ERR_INTERNAL, "model: a parameter has no initialisation recipe");
+        goto fail;
+    }
+    m->n_trainable = m->n_params;
+    for (int i = 0; i < m->n_t; i++)
+        if (m->t[i].frozen) {
+            m->n_trainable = m->t[i].offset;
+            break;
+        }
+    for (int i = 0; i < m->n_t; i++)
+        if (!m->t[i].frozen && m->t[i].offset >= m->n_trainable) {
+            s = tm_fail(TM_ERR_INTERNAL, "model: a trainable tensor follows a fixed one");
+            goto fail;
+        }
+    m->params = tm_calloc(m->n_params ? m->n_params : 1, sizeof(float));
+    if (!m->params) {
+        s = tm_fail(TM_ERR_NOMEM, "model: out of memory for %zu parameters", m->n_params);
+        goto fail;
+    }
+    tm_model_fill_fixed(m);
+    tm_graph_free(g);
+    tm_free(L);
+    *out = m;
+    return TM_OK;
+fail:
+    tm_graph_free(g);
+    tm_free(L);
+    tm_model_free(m);
+    return s;
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+tm_status tm_model_new_from_json(tm_model **out, const char *json, size_t len, const char *origin)
+{
+    if (!out) return tm_fail(TM_ERR_INVALID, "model_new: NULL out");
+    *out = NULL;
+    if (!json) return tm_fail(TM_ERR_INVALID, "model_new: NULL config text");
+    model_cfg cfg;
+    tm_status s = tm_model_cfg_parse(&cfg, json, len, origin);
+    if (s) return s;
+    if (cfg.fusion != FUSION_EARLY && cfg.fusion != FUSION_LATE && cfg.fusion != FUSION_CROSS)
+        return tm_fail(TM_ERR_UNSUPPORTED, "config %s: unknown fusion", origin ? origin : "");
+    return model_from_cfg(out, &cfg);
+}
+
+/* Reads a whole (small) file; tm_free the result. */
+static tm_status read_text(const char *path, char **out, size_t *len)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return tm_fail(TM_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = tm_alloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            if (cap >= ((size_t)16 << 20)) {
+                fclose(f);
+                tm_free(buf);
+                return tm_fail(TM_ERR_LIMIT, "%s: larger than 16 MiB; not a config", path);
+            }
+            char *nb = tm_alloc(cap * 2);
+            if (nb) memcpy(nb, buf, n);
+            tm_free(buf);
+            buf = nb;
+            cap *= 2;
+            continue;
+        }
+        size_t r = fread(buf + n, 1, cap - 1 - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf) return tm_fail(TM_ERR_NOMEM, "%s: out of memory", path);
+    if (err) {
+        tm_free(buf);
+        return tm_fail(TM_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return TM_OK;
+}
+
+tm_status tm_model_new_from_config(tm_model **out, const char *path)
+{
+    if (!out || !path) return tm_fail(TM_ERR_INVALID, "model_new_from_config: NULL argument");
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    tm_status s = read_text(path, &text, &len);
+    if (s) return s;
+    s = tm_model_new_from_json(out, text, len, path);
+    tm_free(text);
+    return s;
+}
+
+void tm_model_free(tm_model *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->n_t; i++) tm_free(m->t[i].name);
+    tm_free(m->t);
+    tm_free(m->params);
+    tm_free(m->grads);
+    tm_free(m);
+}
+
+/* ------------------------------------------------------------ weights */
+
+tm_status tm_model_init_weights(tm_model *m, uint64_t seed)
+{
+    if (!m) return tm_fail(TM_ERR_INVALID, "model_init_weights: NULL model");
+    for (int i = 0; i < m->n_t; i++) {
+        tensor_entry *e = &m->t[i];
+        float *p = m->params + e->offset;
+        tm_rng r = tm_rng_new(seed, (uint64_t)i);
+        switch (e->init) {
+        case INIT_ZERO: memset(p, 0, e->numel * sizeof *p); break;
+        case INIT_ONE:
+            for (size_t k = 0; k < e->numel; k++) p[k] = 1.0f;
+            break;
+        case INIT_UNIFORM_FAN_IN: {
+            float b = (float)(1.0 / sqrt(e->arg));
+            tm_rng_fill_uniform(&r, p, (int64_t)e->numel, -b, b);
+            break;
+        }
+        case INIT_NORMAL: tm_rng_fill_normal(&r, p, (int64_t)e->numel, 0.0f, (float)e->arg); break;
+        case INIT_CONST:
+            for (size_t k = 0; k < e->numel; k++) p[k] = (float)e->arg;
+            break;
+        case INIT_FIXED: tm_nn_position_fill(&e->pos, p); break;
+        }
+    }
+    return TM_OK;
+}
+
+float *tm_model_params(tm_model *m, size_t *count)
+{
+    if (count) *count = m ? m->n_params : 0;
+    return m ? m->params : NULL;
+}
+
+float *tm_model_grads(tm_model *m, size_t *count)
+{
+    if (count) *count = m ? m->n_params : 0;
+    return m ? m->grads : NULL;
+}
+
+size_t tm_model_trainable_count(const tm_model *m) { return m ? m->n_trainable : 0; }
+
+int tm_model_tensor_count(const tm_model *m) { return m ? m->n_t : 0; }
+
+tm_status tm_model_tensor_at(const tm_model *m, int i, tm_model_tensor *out)
+{
+    if (!m || !out || i < 0 || i >= m->n_t)
+        return tm_fail(TM_ERR_INVALID, "model_tensor_at: index %d out of range", i);
+    const tensor_entry *e = &m->t[i];
+    memset(out, 0, sizeof *out);
+    out->name = e->name;
+    out->ndim = e->ndim;
+    for (int d = 0; d < e->ndim; d++) out->shape[d] = e->shape[d];
+    out->offset = e->offset;
+    out->numel = e->numel;
+    out->frozen = e->frozen;
+    return TM_OK;
+}
+
+int tm_model_find_tensor(const tm_model *m, const char *name) { return tm_model_entry_find(m, name); }
+
+static const char *const FUSION_STR[FUSION_KIND_COUNT] = {"early", "late", "cross"};
+
+tm_model_info tm_model_get_info(const tm_model *m)
+{
+    tm_model_info in;
+    memset(&in, 0, sizeof in);
+    if (!m) return in;
+    const model_cfg *c = &m->cfg;
+    in.name = c->name;
+    in.n_modalities = c->n_enc;
+    for (int i = 0; i < c->n_enc; i++) {
+        const enc_cfg *e = &c->enc[i];
+        in.modality[i] = tm_model_enc_name(e->kind);
+        if (e->kind == ENC_TEXT) {
+            in.text_tokens = e->max_tokens;
+            in.vocab_size = e->vocab;
+            in.pad_id = e->pad_id;
+        } else if (e->kind == ENC_VISION) {
+            in.image_channels = e->channels;
+            in.image_h = e->image_h;
+            in.image_w = e->image_w;
+        } else {
+            in.n_mels = e->n_mels;
+            in.n_frames = e->n_frames;
+        }
+    }
+    in.num_classes = c->num_classes;
+    in.embed_dim = c->embed_dim;
+    in.dim = c->dim;
+    in.fusion = FUSION_STR[c->fusion];
+    return in;
+}
+
+char *tm_model_config_json(const tm_model *m) { return m ? tm_model_cfg_to_json(&m->cfg) : NULL; }
+
+/* ------------------------------------------------------------ folders */
+
+static tm_status join(char *buf, size_t size, const char *dir, const char *file)
+{
+    int n = snprintf(buf, size, "%s/%s", dir, file);
+    if (n < 0 || (size_t)n >= size) return tm_fail(TM_ERR_INVALID, "model: path '%s' too long", dir);
+    return TM_OK;
+}
+
+tm_status tm_model_save(const tm_model *m, const char *dir)
+{
+    if (!m || !dir) return tm_fail(TM_ERR_INVALID, "model_save: NULL argument");
+    char path[4096];
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return tm_fail(TM_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
+    char *cfg = tm_model_cfg_to_json(&m->cfg);
+    if (!cfg) return tm_fail(TM_ERR_NOMEM, "model_save: out of memory");
+    tm_status s = join(path, sizeof path, dir, "config.json");
+    if (!s) s = tm_write_file_atomic(path, cfg, strlen(cfg));
+    tm_free(cfg);
+    if (s) return s;
+
+    tm_tensor *ts = tm_calloc((size_t)m->n_t + 1, sizeof *ts);
+    tm_named_tensor *nt = tm_calloc((size_t)m->n_t + 1, sizeof *nt);
+    if (!ts || !nt) {
+        tm_free(ts);
+        tm_free(nt);
+        return tm_fail(TM_ERR_NOMEM, "model_save: out of memory");
+    }
+    for (int i = 0; i < m->n_t; i++) {
+        const tensor_entry *e = &m->t[i];
+        tm_tensor *t = &ts[i];
+        t->dtype = TM_F32;
+        t->ndim = e->ndim;
+        int64_t st = 1;
+        for (int d = e->ndim - 1; d >= 0; d--) {
+            t->shape[d] = e->shape[d];
+            t->stride[d] = st;
+            st *= e->shape[d];
+        }
+        t->data = m->params + e->offset;
+        nt[i].name = e->name;
+        nt[i].tensor = t;
+    }
+    const char *keys[] = {"format", "producer"};
+    const char *vals[] = {"pt", "trimodal"};
+    s = join(path, sizeof path, dir, "model.safetensors");
+    if (!s) s = tm_safetensors_write(path, nt, m->n_t, keys, vals, 2);
+    tm_free(ts);
+    tm_free(nt);
+    return s;
+}
+
+static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
+{
+    size_t k = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < ndim && k < size; i++)
+        k += (size_t)snprintf(buf + k, size - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (k < size) snprintf(buf + k, size - k, ")");
+}
+
+/* Appends a name to a comma-separated list, up to a limit. */
+static void list_add(char *list, size_t size, int *count, const char *name)
+{
+    size_t k = strlen(list);
+    if (*count < 6 && k + strlen(name) + 3 < size)
+        snprintf(list + k, size - k, "%s%s", *count ? ", " : "", name);
+    else if (*count == 6 && k + 5 < size)
+        snprintf(list + k, size - k, ", ...");
+    (*count)++;
+}
+
+static tm_status load_weights(tm_model *m, const char *path)
+{
+    tm_safetensors *st;
+    tm_status s = tm_safetensors_open(&st, path);
+    if (s) return s;
+    char missing[600] = "", unexpected[600] = "";
+    int n_missing = 0, n_unexpected = 0;
+    int n = tm_safetensors_count(st);
+    for (int i = 0; i < n; i++) {
+        tm_safetensors_entry fe;
+        if ((s = tm_safetensors_info(st, i, &fe))) goto done;
+        int k = tm_model_entry_find(m, fe.name);
+        if (k < 0) {
+            list_add(unexpected, sizeof unexpected, &n_unexpected, fe.name);
+            continue;
+        }
+        const tensor_entry *e = &m->t[k];
+        int same = fe.ndim == e->ndim;
+        for (int d = 0; same && d < e->ndim; d++) same = fe.shape[d] == e->shape[d];
+        if (!same) {
+            char a[96], b[96];
+            shape_text(a, sizeof a, fe.ndim, fe.shape);
+            shape_text(b, sizeof b, e->ndim, e->shape);
+            s = tm_fail(TM_ERR_FORMAT, "%s: tensor '%s' has shape %s; the config implies %s", path,
+                        fe.name, a, b);
+            goto done;
+        }
+        if (!fe.supported || !(fe.dtype == TM_F32 || fe.dtype == TM_BF16 || fe.dtype == TM_F16)) {
+            s = tm_fail(TM_ERR_FORMAT, "%s: tensor '%s' is %s; weights must be F32, BF16 or F16",
+                        path, fe.name, fe.dtype_name);
+            goto done;
+        }
+    }
+    for (int k = 0; k < m->n_t; k++)
+        if (tm_safetensors_find(st, m->t[k].name) < 0 && !m->t[k].frozen)
+            list_add(missing, sizeof missing, &n_missing, m->t[k].name);
+    if (n_missing || n_unexpected) {
+        s = tm_fail(TM_ERR_FORMAT, "%s: %d tensor(s) missing%s%s%s, %d unexpected%s%s%s", path,
+                    n_missing, n_missing ? " (" : "", missing, n_missing ? ")" : "", n_unexpected,
+                    n_unexpected ? " (" : "", unexpected, n_unexpected ? ")" : "");
+        goto done;
+    }
+    tm_model_fill_fixed(m); /* a file may omit the fixed tables */
+    for (int k = 0; k < m->n_t; k++) {
+        const tensor_entry *e = &m->t[k];
+        if (tm_safetensors_find(st, e->name) < 0) continue;
+        tm_tensor src, *dst = NULL;
+        if ((s = tm_safetensors_get(st, e->name, &src))) goto done;
+        if ((s = tm_tensor_wrap(&dst, m->params + e->offset, TM_F32, e->ndim, e->shape))) goto done;
+        s = tm_tensor_copy(dst, &src);
+        tm_tensor_free(dst);
+        if (s) goto done;
+    }
+done:
+    tm_safetensors_close(st);
+    return s;
+}
+
+tm_status tm_model_load(tm_model **out, const char *dir)
+{
+    if (!out || !dir) return tm_fail(TM_ERR_INVALID, "model_load: NULL argument");
+    *out = NULL;
+    char path[4096];
+    tm_status s = join(path, sizeof path, dir, "config.json");
+    tm_model *m = NULL;
+    if (!s) s = tm_model_new_from_config(&m, path);
+    if (!s) s = join(path, sizeof path, dir, "model.safetensors");
+    if (!s) s = load_weights(m, path);
+    if (s) {
+        tm_model_free(m);
+        return s;
+    }
+    *out = m;
+    return TM_OK;
+}
