@@ -283,7 +283,7 @@ static int parse_audio(ctx *c, const cJSON *o, const char *p, enc_cfg *e)
     e->n_stem = n;
     int64_t L = e->n_frames;
     for (int i = 0; i < n; i++) {
-        char lp[170];
+        char lp[sizeof sp + 16];
         snprintf(lp, sizeof lp, "%s[%d]", sp, i);
         const cJSON *l = cJSON_GetArrayItem(stem, i);
         if (!is_object(l)) return bad(c, "\"%s\" must be an object", lp), 0;
