@@ -233,7 +233,8 @@ static inline float dgrad(tm_binary op, int which, float g, float a, float b)
     }
 }
 
-static void binary_bwd_rows(binary_bwd_ctx *c, int64_t lo, int64_t hi)
+/* Rows lo..hi-1, columns i0..i1-1 of the last axis. */
+static void binary_bwd_block(binary_bwd_ctx *c, int64_t lo, int64_t hi, int64_t i0, int64_t i1)
 {
     const tm_bcast *bc = c->bc;
     int last = bc->ndim - 1;
@@ -244,8 +245,24 @@ static void binary_bwd_rows(binary_bwd_ctx *c, int64_t lo, int64_t hi)
         row_offsets(bc, r, &oa, &ob);
         const float *a = c->a + oa, *b = c->b + ob, *g = c->dout + r * n;
         float *d = c->d + (c->which ? ob : oa);
-        for (int64_t i = 0; i < n; i++) d[i * sd] += dgrad(c->op, c->which, g[i], a[i * sa], b[i * sb]);
+        for (int64_t i = i0; i < i1; i++) d[i * sd] += dgrad(c->op, c->which, g[i], a[i * sa], b[i * sb]);
     }
+}
+
+static void binary_bwd_rows(binary_bwd_ctx *c, int64_t lo, int64_t hi)
+{
+    binary_bwd_block(c, lo, hi, 0, c->inner);
+}
+
+/* A broadcast operand that varies along the last axis (a bias): each task
+ * owns a range of columns and sums over every row in row order, as the
+ * serial loop does, so the result does not depend on the thread count. */
+static void binary_bwd_cols_task(void *p, int64_t t, int64_t nt)
+{
+    binary_bwd_ctx *c = p;
+    int64_t i0, i1;
+    tm_split_range(c->inner, t, nt, &i0, &i1);
+    binary_bwd_block(c, 0, c->rows, i0, i1);
 }
 
 static void binary_bwd_task(void *p, int64_t t, int64_t nt)
@@ -275,6 +292,8 @@ void tm_binary_backward(tm_binary op, float *da, float *db, const float *dout, c
             int64_t tasks = nchunks(n, CHUNK);
             if (tasks > rows) tasks = rows;
             tm_parallel_for(tasks, binary_bwd_task, &c);
+        } else if ((which ? bc->sb : bc->sa)[bc->ndim - 1] != 0 && inner >= 64 && n >= CHUNK) {
+            tm_parallel_for(inner / 32 < 16 ? inner / 32 : 16, binary_bwd_cols_task, &c);
         } else {
             binary_bwd_rows(&c, 0, rows);
         }
