@@ -292,27 +292,15 @@ tm_status tm_preprocess_config_parse(tm_preprocess_config *out, const char *json
 
 tm_status tm_preprocess_config_load(tm_preprocess_config *out, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return tm_fail(TM_ERR_IO, "cannot open %s", path);
-    char *buf = tm_alloc(MAX_JSON_BYTES + 1);
-    if (!buf) {
-        fclose(f);
-        return TM_ERR_NOMEM;
-    }
-    size_t n = fread(buf, 1, MAX_JSON_BYTES + 1, f);
-    int err = ferror(f);
-    fclose(f);
-    tm_status s;
-    if (err) s = tm_fail(TM_ERR_IO, "cannot read %s", path);
-    else if (n > MAX_JSON_BYTES)
-        s = tm_fail(TM_ERR_LIMIT, "%s: larger than %d bytes", path, MAX_JSON_BYTES);
-    else {
-        s = tm_preprocess_config_parse(out, buf, n);
-        if (s) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", tm_last_error());
-            tm_fail(s, "%s: %s", path, msg);
-        }
+    char *buf;
+    size_t n;
+    tm_status s = tm_read_file(path, MAX_JSON_BYTES, &buf, &n);
+    if (s) return s;
+    s = tm_preprocess_config_parse(out, buf, n);
+    if (s) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tm_last_error());
+        tm_fail(s, "%s: %s", path, msg);
     }
     tm_free(buf);
     return s;

@@ -314,52 +314,13 @@ tm_status tm_model_new_from_json(tm_model **out, const char *json, size_t len, c
     return model_from_cfg(out, &cfg);
 }
 
-/* Reads a whole (small) file; tm_free the result. */
-static tm_status read_text(const char *path, char **out, size_t *len)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tm_fail(TM_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = tm_alloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            if (cap >= ((size_t)16 << 20)) {
-                fclose(f);
-                tm_free(buf);
-                return tm_fail(TM_ERR_LIMIT, "%s: larger than 16 MiB; not a config", path);
-            }
-            char *nb = tm_alloc(cap * 2);
-            if (nb) memcpy(nb, buf, n);
-            tm_free(buf);
-            buf = nb;
-            cap *= 2;
-            continue;
-        }
-        size_t r = fread(buf + n, 1, cap - 1 - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf) return tm_fail(TM_ERR_NOMEM, "%s: out of memory", path);
-    if (err) {
-        tm_free(buf);
-        return tm_fail(TM_ERR_IO, "%s: read error", path);
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return TM_OK;
-}
-
 tm_status tm_model_new_from_config(tm_model **out, const char *path)
 {
     if (!out || !path) return tm_fail(TM_ERR_INVALID, "model_new_from_config: NULL argument");
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    tm_status s = read_text(path, &text, &len);
+    tm_status s = tm_read_file(path, (size_t)16 << 20, &text, &len); /* a config is small */
     if (s) return s;
     s = tm_model_new_from_json(out, text, len, path);
     tm_free(text);
