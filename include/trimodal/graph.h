@@ -78,6 +78,10 @@ typedef enum {
     TM_OP_ATTENTION,
     TM_OP_CROSS_ENTROPY,
     TM_OP_L2_NORMALIZE,
+    TM_OP_ROPE,            /* rotary position embedding */
+    TM_OP_DROP_PATH,       /* stochastic depth */
+    TM_OP_GROUPNORM,
+    TM_OP_ATTENTION_PROBS, /* forward only */
     TM_OP_COUNT
 } tm_op;
 
@@ -90,6 +94,18 @@ void tm_graph_free(tm_graph *g);  /* NULL is harmless */
 
 /* The first error recorded while building (TM_OK if none). */
 tm_status tm_graph_status(const tm_graph *g);
+
+/* Records a build error for builders outside the graph layer (layers,
+ * models) exactly as the graph's own builders do: the first error of the
+ * graph is kept (later calls do not replace it), it becomes this thread's
+ * tm_last_error(), later builders pass NULL through, and tm_graph_compile
+ * fails with it. A NULL graph only sets tm_last_error(); s == TM_OK is
+ * recorded as TM_ERR_INVALID. */
+void tm_graph_fail(tm_graph *g, tm_status s, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 
 /* ---------------------------------------------------------- leaves */
 
@@ -145,8 +161,33 @@ tm_node *tm_rmsnorm(tm_graph *g, tm_node *x, tm_node *weight, float eps);
 
 /* Inverted dropout with probability p, active only in a graph compiled
  * with TM_GRAPH_TRAIN. The mask is a pure function of (seed, call number,
- * element index): reproducible whatever the thread count. */
+ * element index): reproducible whatever the thread count. The call number
+ * is the graph's RNG counter (tm_graph_rng_counter) at the forward pass. */
 tm_node *tm_dropout(tm_graph *g, tm_node *x, float p, uint64_t seed);
+/* Drop-path (stochastic depth) on x (N, ...): in a TRAIN graph each example
+ * n (axis 0) is kept with probability 1 - p and scaled by 1 / (1 - p), or
+ * zeroed. The identity in an INFER graph; p == 0 returns x itself. The
+ * mask is a pure function of (seed, call number, example), like dropout's
+ * (a different draw from a dropout with the same seed). p in [0, 1). */
+tm_node *tm_drop_path(tm_graph *g, tm_node *x, float p, uint64_t seed);
+
+/* GroupNorm over x (N, C, ...) (e.g. (N, C, H, W) or (N, C, L)), PyTorch
+ * semantics: the C channels form `groups` groups of C / groups channels;
+ * each example's group is normalised over its channels and positions
+ * (biased variance, eps inside the square root), then weight and bias (C),
+ * either may be NULL, scale and shift each channel. An example's output
+ * never depends on the rest of the batch. */
+tm_node *tm_groupnorm(tm_graph *g, tm_node *x, int groups, tm_node *weight, tm_node *bias,
+                      float eps);
+
+/* Rotary position embedding on x (B, H, T, D), D even, in the "rotate half"
+ * convention of GPT-NeoX and Hugging Face LLaMA: element pairs (i, i + D/2)
+ * for i < D/2 are rotated by the angle (t + pos_offset) * base^(-2i/D),
+ *   y[i]       = x[i] cos - x[i + D/2] sin
+ *   y[i + D/2] = x[i + D/2] cos + x[i] sin,
+ * where t is the position along axis 2. base is usually 10000. The
+ * angles are computed in double precision. */
+tm_node *tm_rope(tm_graph *g, tm_node *x, int64_t pos_offset, float base);
 
 /* table (V, C), ids (...) i32 -> (..., C). An id outside [0, V) makes the
  * forward pass fail with TM_ERR_INVALID. */
@@ -182,6 +223,20 @@ tm_node *tm_avgpool2d(tm_graph *g, tm_node *x, int kh, int kw, int sh, int sw, i
 tm_node *tm_attention(tm_graph *g, tm_node *q, tm_node *k, tm_node *v, tm_node *key_bias,
                       float scale, int causal);
 
+/* The attention probabilities softmax(scale * q k^T + key_bias) of
+ * tm_attention with the same arguments: q (B, H, Tq, D), k (B, H, Tk, D),
+ * key_bias (B, Tk) or NULL -> (B, H, Tq, Tk), under exactly tm_attention's
+ * masking rules: a key with bias -inf or hidden by `causal` (query i sees
+ * key j when j <= i + Tk - Tq) gets probability exactly 0, and a query
+ * whose keys are all masked gets a row of zeros (tm_attention's output for
+ * it is 0 too). So probs @ v equals tm_attention(q, k, v, ...). scale <= 0
+ * means 1/sqrt(D). For interpretation (attention maps): forward only;
+ * compiling a TRAIN graph whose loss needs its gradient fails with
+ * TM_ERR_UNSUPPORTED. Use tm_graph_add_output to compute it beside a root
+ * that does not depend on it. */
+tm_node *tm_attention_probs(tm_graph *g, tm_node *q, tm_node *k, tm_node *key_bias,
+                            float scale, int causal);
+
 /* logits (N, C), labels (N) i32 -> scalar mean loss over the labels that are
  * not ignore_index, with label smoothing eps (PyTorch semantics). */
 tm_node *tm_cross_entropy(tm_graph *g, tm_node *logits, tm_node *labels,
@@ -200,8 +255,62 @@ typedef enum {
 } tm_graph_mode;
 
 /* Keeps a node's value readable after forward (outputs are otherwise
- * overwritten by the memory plan). The compiled root is always kept. */
+ * overwritten by the memory plan). The compiled root is always kept. A
+ * kept node that the root does not depend on is not computed at all: see
+ * tm_graph_add_output. */
 tm_status tm_graph_keep(tm_graph *g, tm_node *node);
+/* Computes `node` in every forward pass even when the root does not depend
+ * on it, and keeps its value (e.g. attention maps beside the logits, or a
+ * metric beside the loss). A side output gets no gradient and costs only
+ * the ops it needs beyond the root's. Call before tm_graph_compile. */
+tm_status tm_graph_add_output(tm_graph *g, tm_node *node);
+
+/* ------------------------------------------------ gradient checkpointing
+ *
+ * Marks a segment of the graph (typically one transformer block) whose
+ * activations are not kept for the backward pass: every node built
+ * between tm_graph_checkpoint_begin and tm_graph_checkpoint_end is
+ * recomputed during backward, just before the segment's own backward
+ * steps, from the values the segment reads from outside (its input, the
+ * parameters, masks). Values read by later parts of the graph (the
+ * segment's output) are kept as usual. The memory plan frees the
+ * segment's interior activations and saved tensors after the forward pass
+ * and places the recomputed ones in memory that the rest of the backward
+ * pass does not use, so a stack of L checkpointed blocks holds the block
+ * boundaries plus one block's interior at a time instead of all L
+ * interiors (see tm_graph_arena_bytes). The price is one more forward
+ * pass of each segment per backward pass.
+ *
+ * Gradients are bitwise those of the same graph without checkpoints: the
+ * kernels are deterministic, and dropout and drop-path masks are redrawn
+ * from the call number of the forward pass they belong to.
+ *
+ *   for (int l = 0; l < L; l++) {
+ *       x = tm_graph_checkpoint_begin(g, x);
+ *       x = block(g, x, l);
+ *       x = tm_graph_checkpoint_end(g, x);
+ *   }
+ *
+ * Segments cannot nest. begin returns x (NULL after an earlier build
+ * error) and end returns y, so they chain like builders; misuse (end
+ * without begin, begin twice, y built before the segment) is a build
+ * error. Segments matter only in TRAIN graphs (an INFER graph keeps
+ * nothing for backward anyway); a node kept with tm_graph_keep or the
+ * root is never recomputed. */
+tm_node *tm_graph_checkpoint_begin(tm_graph *g, tm_node *x);
+tm_node *tm_graph_checkpoint_end(tm_graph *g, tm_node *y);
+
+/* ------------------------------------------------------- randomness
+ *
+ * Dropout and drop-path masks are functions of (seed, call number,
+ * element). The call number is the graph's RNG counter: 0 for a new graph,
+ * used by a forward pass and then incremented by each successful forward
+ * pass (backward reuses the number of the forward pass it follows). A
+ * trainer that saves the counter with its checkpoint and restores it into
+ * the graph of the resumed process draws exactly the masks that an
+ * uninterrupted run would have drawn. */
+uint64_t tm_graph_rng_counter(const tm_graph *g);   /* 0 for NULL */
+void tm_graph_set_rng_counter(tm_graph *g, uint64_t counter); /* NULL is harmless */
 
 /* Plans memory for the nodes that `root` depends on. In TM_GRAPH_TRAIN mode
  * root must be a scalar. Fails with the first build error, if any. */

@@ -5,6 +5,7 @@
 
 #include "graph_internal.h"
 #include "ops/basic.h"
+#include "ops/ops_extra.h"
 #include "trimodal/ops.h"
 
 #define F(n) ((float *)(n)->value)
@@ -180,7 +181,7 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
         tm_l2norm_forward(F(n), n->aux, F(x), rows(x), last_dim(x), n->fp[0]);
         return TM_OK;
     case TM_OP_DROPOUT:
-        n->dropout_stream = g->forward_calls;
+        if (!g->recomputing) n->dropout_stream = g->rng_counter; /* a recompute redraws */
         if (g->mode == TM_GRAPH_TRAIN && n->fp[0] > 0)
             tm_dropout_forward(F(n), F(x), n->numel, n->fp[0], n->seed, n->dropout_stream);
         else
@@ -243,6 +244,35 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
     case TM_OP_CROSS_ENTROPY:
         return tm_cross_entropy_forward(F(n), F(x), (const int32_t *)n->src[1]->value,
                                         x->shape[0], x->shape[1], n->fp[0], n->ip[0]);
+    case TM_OP_ROPE: {
+        const int64_t T = x->shape[2], D = x->shape[3];
+        tm_rope_table(n->aux, T, D, n->lparam, n->fp[0]);
+        tm_rope_forward(F(n), F(x), n->aux, x->shape[0] * x->shape[1], T, D);
+        return TM_OK;
+    }
+    case TM_OP_DROP_PATH: {
+        if (!g->recomputing) n->dropout_stream = g->rng_counter;
+        const int64_t N = x->shape[0], inner = N ? x->numel / N : 0;
+        if (g->mode == TM_GRAPH_TRAIN)
+            tm_drop_path_forward(F(n), F(x), N, inner, n->fp[0], n->seed, n->dropout_stream);
+        else
+            memcpy(F(n), F(x), (size_t)n->numel * sizeof(float));
+        return TM_OK;
+    }
+    case TM_OP_GROUPNORM: {
+        const int64_t N = x->shape[0], C = x->shape[1], S = N && C ? x->numel / (N * C) : 0;
+        float *aux = n->aux;
+        tm_groupnorm_forward(F(n), aux, aux + N * n->ip[0], F(x), n->src[1] ? F(n->src[1]) : NULL,
+                             n->src[2] ? F(n->src[2]) : NULL, N, C, S, n->ip[0], n->fp[0]);
+        return TM_OK;
+    }
+    case TM_OP_ATTENTION_PROBS: {
+        tm_node *k = n->src[1];
+        tm_attention_probs_forward(F(n), F(x), F(k), n->src[2] ? F(n->src[2]) : NULL,
+                                   x->shape[0], x->shape[1], x->shape[2], k->shape[2],
+                                   x->shape[3], n->fp[0], n->ip[0]);
+        return TM_OK;
+    }
     case TM_OP_COUNT: break;
     }
     return tm_fail(TM_ERR_INTERNAL, "forward: op %d has no CPU kernel", (int)n->op);
@@ -389,6 +419,27 @@ tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
             tm_cross_entropy_backward(G(x), dy[0], F(x), (const int32_t *)n->src[1]->value,
                                       x->shape[0], x->shape[1], n->fp[0], n->ip[0]);
         return TM_OK;
+    case TM_OP_ROPE:
+        if (G(x))
+            tm_rope_backward(G(x), dy, n->aux, x->shape[0] * x->shape[1], x->shape[2],
+                             x->shape[3]);
+        return TM_OK;
+    case TM_OP_DROP_PATH: {
+        if (!G(x)) return TM_OK;
+        const int64_t N = x->shape[0], inner = N ? x->numel / N : 0;
+        tm_drop_path_backward(G(x), dy, N, inner, n->fp[0], n->seed, n->dropout_stream);
+        return TM_OK;
+    }
+    case TM_OP_GROUPNORM: {
+        const int64_t N = x->shape[0], C = x->shape[1], S = N && C ? x->numel / (N * C) : 0;
+        const float *aux = n->aux;
+        tm_groupnorm_backward(G(x), G(n->src[1]), G(n->src[2]), dy, F(x),
+                              n->src[1] ? F(n->src[1]) : NULL, aux, aux + N * n->ip[0], N, C, S,
+                              n->ip[0]);
+        return TM_OK;
+    }
+    case TM_OP_ATTENTION_PROBS: /* refused at compile time */
+        return tm_fail(TM_ERR_UNSUPPORTED, "attention_probs: has no backward pass");
     case TM_OP_COUNT: break;
     }
     return tm_fail(TM_ERR_INTERNAL, "backward: op %d has no CPU kernel", (int)n->op);

@@ -49,8 +49,12 @@ const tm_op_info tm_op_table[TM_OP_COUNT] = {
     [TM_OP_ATTENTION] = {"attention", 15, 1},
     [TM_OP_CROSS_ENTROPY] = {"cross_entropy", 3, 0},
     [TM_OP_L2_NORMALIZE] = {"l2_normalize", 0, 1},
+    [TM_OP_ROPE] = {"rope", 0, 0},
+    [TM_OP_DROP_PATH] = {"drop_path", 0, 0},
+    [TM_OP_GROUPNORM] = {"groupnorm", 3, 0},
+    [TM_OP_ATTENTION_PROBS] = {"attention_probs", 0, 0},
 };
-_Static_assert(TM_OP_COUNT == 36, "add the new op to tm_op_table and both backend switches");
+_Static_assert(TM_OP_COUNT == 40, "add the new op to tm_op_table and both backend switches");
 
 const char *tm_op_name(tm_op op)
 {
@@ -81,22 +85,44 @@ void tm_graph_free(tm_graph *g)
     }
     tm_free(g->arena);
     tm_free(g->grad_ready);
+    tm_free(g->segs);
     tm_free(g);
 }
 
 tm_status tm_graph_status(const tm_graph *g) { return g ? g->status : TM_ERR_INVALID; }
 
 /* Records the first build error of the graph (and as this thread's error). */
+tm_node *tm_graph_fail_v(tm_graph *g, tm_status s, const char *fmt, va_list ap)
+{
+    if (s == TM_OK) s = TM_ERR_INVALID; /* an error must be an error */
+    if (!g) {
+        char msg[512];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        tm_fail(s, "%s", msg);
+        return NULL;
+    }
+    if (g->status == TM_OK) {
+        vsnprintf(g->error, sizeof g->error, fmt, ap);
+        g->status = s;
+    }
+    tm_fail(g->status, "%s", g->error);
+    return NULL;
+}
+
+void tm_graph_fail(tm_graph *g, tm_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tm_graph_fail_v(g, s, fmt, ap);
+    va_end(ap);
+}
+
 static tm_node *build_fail(tm_graph *g, tm_status s, const char *fmt, ...)
 {
     va_list ap;
-    if (g && g->status == TM_OK) {
-        va_start(ap, fmt);
-        vsnprintf(g->error, sizeof g->error, fmt, ap);
-        va_end(ap);
-        g->status = s;
-    }
-    if (g) tm_fail(g->status, "%s", g->error);
+    va_start(ap, fmt);
+    tm_graph_fail_v(g, s, fmt, ap);
+    va_end(ap);
     return NULL;
 }
 
@@ -166,6 +192,7 @@ static tm_node *new_node(tm_graph *g, tm_op op, tm_dtype dtype, int ndim, const 
     if (ndim) memcpy(n->shape, shape, (size_t)ndim * sizeof *shape);
     n->numel = numel;
     n->storage = n;
+    n->seg = g->seg_open ? g->n_segs - 1 : -1;
     g->nodes[g->n++] = n;
     return n;
 }
@@ -517,6 +544,68 @@ tm_node *tm_dropout(tm_graph *g, tm_node *x, float p, uint64_t seed)
     return n;
 }
 
+tm_node *tm_drop_path(tm_graph *g, tm_node *x, float p, uint64_t seed)
+{
+    if (!inputs_ok(g, "drop_path", 1, &x) || !need_f32(g, "drop_path", x)) return NULL;
+    if (!(p >= 0.0f && p < 1.0f))
+        return build_fail(g, TM_ERR_INVALID, "drop_path: p must be in [0, 1), got %g", (double)p);
+    if (x->ndim < 1)
+        return build_fail(g, TM_ERR_INVALID,
+                          "drop_path: needs an input with an example axis (N, ...), got a scalar");
+    if (p == 0.0f) return x; /* the identity: no node, no copy */
+    tm_node *n = unary(g, TM_OP_DROP_PATH, x);
+    if (!n) return NULL;
+    n->fp[0] = p;
+    n->seed = seed;
+    return n;
+}
+
+tm_node *tm_groupnorm(tm_graph *g, tm_node *x, int groups, tm_node *w, tm_node *b, float eps)
+{
+    if (!inputs_ok(g, "groupnorm", 1, &x) || !need_f32(g, "groupnorm", x)) return NULL;
+    if (x->ndim < 2)
+        return build_fail(g, TM_ERR_INVALID,
+                          "groupnorm: input must be (N, C, ...) such as (N, C, H, W) or (N, C, L), "
+                          "got %s", SHAPE(x));
+    int64_t C = x->shape[1];
+    if (groups < 1 || C % groups != 0)
+        return build_fail(g, TM_ERR_INVALID,
+                          "groupnorm: %d groups do not divide the %lld channels of %s; choose a "
+                          "divisor of the channel count", groups, (long long)C, SHAPE(x));
+    if (!check_vec(g, "groupnorm", "weight", w, C) || !check_vec(g, "groupnorm", "bias", b, C))
+        return NULL;
+    if (!(eps > 0)) return build_fail(g, TM_ERR_INVALID, "groupnorm: eps must be > 0");
+    tm_node *n = unary(g, TM_OP_GROUPNORM, x);
+    if (!n) return NULL;
+    add_src(n, w);
+    add_src(n, b);
+    n->ip[0] = groups;
+    n->fp[0] = eps;
+    n->aux_bytes = 2 * (size_t)x->shape[0] * (size_t)groups * sizeof(float); /* mean, rstd */
+    return n;
+}
+
+tm_node *tm_rope(tm_graph *g, tm_node *x, int64_t pos_offset, float base)
+{
+    if (!inputs_ok(g, "rope", 1, &x) || !need_f32(g, "rope", x)) return NULL;
+    if (x->ndim != 4 || x->shape[3] % 2 != 0 || x->shape[3] < 2)
+        return build_fail(g, TM_ERR_INVALID,
+                          "rope: input must be (B, H, T, D) with an even head size D, got %s",
+                          SHAPE(x));
+    if (!(base > 0.0f) || isinf(base))
+        return build_fail(g, TM_ERR_INVALID, "rope: base must be a positive number (usually "
+                                             "10000), got %g", (double)base);
+    if (pos_offset < 0 || pos_offset > ((int64_t)1 << 40))
+        return build_fail(g, TM_ERR_INVALID, "rope: position offset %lld is outside [0, 2^40]",
+                          (long long)pos_offset);
+    tm_node *n = unary(g, TM_OP_ROPE, x);
+    if (!n) return NULL;
+    n->lparam = pos_offset;
+    n->fp[0] = base;
+    n->aux_bytes = (size_t)(x->shape[2] * x->shape[3]) * sizeof(float); /* cos and sin (T, D/2) */
+    return n;
+}
+
 /* ------------------------------------------------------------ shapes */
 
 tm_node *tm_embedding(tm_graph *g, tm_node *table, tm_node *ids)
@@ -813,6 +902,39 @@ tm_node *tm_attention(tm_graph *g, tm_node *q, tm_node *k, tm_node *v, tm_node *
     return n;
 }
 
+tm_node *tm_attention_probs(tm_graph *g, tm_node *q, tm_node *k, tm_node *key_bias,
+                            float scale, int causal)
+{
+    tm_node *in[2] = {q, k};
+    if (!inputs_ok(g, "attention_probs", 2, in) || !need_f32(g, "attention_probs", q) ||
+        !need_f32(g, "attention_probs", k))
+        return NULL;
+    if (q->ndim != 4 || k->ndim != 4)
+        return build_fail(g, TM_ERR_INVALID,
+                          "attention_probs: q and k must be (B, H, T, D); got %s and %s", SHAPE(q),
+                          SHAPE(k));
+    int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3], Tk = k->shape[2];
+    if (k->shape[0] != B || k->shape[1] != H || k->shape[3] != D)
+        return build_fail(g, TM_ERR_INVALID,
+                          "attention_probs: k %s must be (%lld, %lld, Tk, %lld) for q %s", SHAPE(k),
+                          (long long)B, (long long)H, (long long)D, SHAPE(q));
+    if (key_bias && (key_bias->dtype != TM_F32 || key_bias->ndim != 2 || key_bias->shape[0] != B ||
+                     key_bias->shape[1] != Tk))
+        return build_fail(g, TM_ERR_INVALID,
+                          "attention_probs: key_bias must be f32 (%lld, %lld), got %s",
+                          (long long)B, (long long)Tk, SHAPE(key_bias));
+    if (D < 1 || Tk < 1)
+        return build_fail(g, TM_ERR_INVALID, "attention_probs: empty keys or head dimension");
+    tm_node *n = new_node(g, TM_OP_ATTENTION_PROBS, TM_F32, 4, (int64_t[]){B, H, Tq, Tk});
+    if (!n) return NULL;
+    add_src(n, q);
+    add_src(n, k);
+    add_src(n, key_bias);
+    n->ip[0] = causal != 0;
+    n->fp[0] = scale > 0 ? scale : 1.0f / sqrtf((float)D);
+    return n;
+}
+
 /* -------------------------------------------------------------- loss */
 
 tm_node *tm_cross_entropy(tm_graph *g, tm_node *logits, tm_node *labels, float smoothing,
@@ -845,6 +967,62 @@ tm_status tm_graph_keep(tm_graph *g, tm_node *node)
     if (g->compiled) return tm_fail(TM_ERR_INVALID, "graph_keep: call it before tm_graph_compile");
     node->keep = 1;
     return TM_OK;
+}
+
+tm_status tm_graph_add_output(tm_graph *g, tm_node *node)
+{
+    if (!g || !node) return tm_fail(TM_ERR_INVALID, "graph_add_output: NULL graph or node");
+    if (g->compiled)
+        return tm_fail(TM_ERR_INVALID, "graph_add_output: call it before tm_graph_compile");
+    node->output = 1;
+    node->keep = 1;
+    return TM_OK;
+}
+
+tm_node *tm_graph_checkpoint_begin(tm_graph *g, tm_node *x)
+{
+    if (!inputs_ok(g, "checkpoint_begin", 1, &x)) return NULL;
+    if (g->seg_open)
+        return build_fail(g, TM_ERR_INVALID,
+                          "checkpoint_begin: segment %d is still open (segments cannot nest; "
+                          "close it with tm_graph_checkpoint_end first)", g->n_segs - 1);
+    if (g->n_segs == g->cap_segs) {
+        int cap = g->cap_segs ? 2 * g->cap_segs : 16;
+        tm_segment *s = tm_alloc((size_t)cap * sizeof *s);
+        if (!s) return build_fail(g, TM_ERR_NOMEM, "graph: out of memory");
+        if (g->n_segs) memcpy(s, g->segs, (size_t)g->n_segs * sizeof *s);
+        tm_free(g->segs);
+        g->segs = s;
+        g->cap_segs = cap;
+    }
+    g->segs[g->n_segs++] = (tm_segment){g->n, -1, -1, 0};
+    g->seg_open = 1;
+    return x;
+}
+
+tm_node *tm_graph_checkpoint_end(tm_graph *g, tm_node *y)
+{
+    if (!inputs_ok(g, "checkpoint_end", 1, &y)) return NULL;
+    if (!g->seg_open)
+        return build_fail(g, TM_ERR_INVALID,
+                          "checkpoint_end: no segment is open (call tm_graph_checkpoint_begin "
+                          "before the segment's ops)");
+    tm_segment *s = &g->segs[g->n_segs - 1];
+    g->seg_open = 0;
+    if (g->n > s->first && y->id < s->first)
+        return build_fail(g, TM_ERR_INVALID,
+                          "checkpoint_end: the output was built before the segment began (node "
+                          "%d, the segment starts at node %d); pass the segment's last result",
+                          y->id, s->first);
+    s->last = g->n - 1;
+    return y;
+}
+
+uint64_t tm_graph_rng_counter(const tm_graph *g) { return g ? g->rng_counter : 0; }
+
+void tm_graph_set_rng_counter(tm_graph *g, uint64_t counter)
+{
+    if (g) g->rng_counter = counter;
 }
 
 void *tm_node_data(tm_graph *g, tm_node *n)

@@ -3,6 +3,8 @@
 #ifndef TM_GRAPH_INTERNAL_H
 #define TM_GRAPH_INTERNAL_H
 
+#include <stdarg.h>
+
 #include "trimodal/graph.h"
 
 #define TM_MAX_SRC 16 /* most inputs of one op (concat) */
@@ -18,13 +20,18 @@ struct tm_node {
     tm_node *src[TM_MAX_SRC];
     int ip[8];      /* integer settings of the op (axes, strides, ...) */
     float fp[4];    /* float settings (eps, scale, ...) */
-    uint64_t seed;  /* dropout */
+    uint64_t seed;  /* dropout, drop-path */
+    int64_t lparam; /* rope: the position offset */
     char *name;     /* inputs and parameters */
 
     int requires_grad; /* set at compile time */
     int frozen;        /* parameters only */
     int keep;
-    int in_plan;       /* an ancestor of the compiled root */
+    int output;        /* a side output (tm_graph_add_output) */
+    int in_plan;       /* computed: an ancestor of the root or of an output */
+    int on_loss;       /* an ancestor of the root (only these get gradients) */
+    int seg;           /* checkpoint segment index, or -1 */
+    int recompute;     /* set by the planner: recomputed before its backward */
     tm_node *storage;  /* the node whose memory this one shares (itself, or a
                           reshape's source's storage) */
 
@@ -42,6 +49,14 @@ struct tm_node {
     float *bwork;       /* backward scratch */
     uint64_t dropout_stream; /* the forward call number, for the mask */
 };
+
+/* A gradient-checkpoint segment: the nodes with ids first..last. */
+typedef struct {
+    int first, last;
+    int top;    /* set by the planner: the highest id of the segment in the
+                   plan; its recompute runs just before that node's backward */
+    int active; /* set by the planner: holds a node that needs a gradient */
+} tm_segment;
 
 struct tm_graph {
     tm_node **nodes;
@@ -61,8 +76,16 @@ struct tm_graph {
     void **input_bufs;      /* one per input node, persistent */
     int n_input_bufs;
     unsigned char *grad_ready; /* per node, during backward */
-    uint64_t forward_calls;
+    uint64_t rng_counter;   /* call number of the next forward pass */
+    int forwarded;          /* a forward pass completed since the last backward */
+    int recomputing;        /* inside a segment's recompute */
+    tm_segment *segs;
+    int n_segs, cap_segs;
+    int seg_open;           /* segs[n_segs - 1] is still open */
 };
+
+/* Records the first build error of g (see tm_graph_fail); returns NULL. */
+tm_node *tm_graph_fail_v(tm_graph *g, tm_status s, const char *fmt, va_list ap);
 
 /* Per-op facts used by the planner. */
 typedef struct {

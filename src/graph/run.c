@@ -18,6 +18,10 @@ tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode)
     if (g->status) return tm_fail(g->status, "%s", g->error);
     if (g->compiled) return tm_fail(TM_ERR_INVALID, "graph_compile: the graph is already compiled");
     if (!root) return tm_fail(TM_ERR_INVALID, "graph_compile: NULL root");
+    if (g->seg_open)
+        return tm_fail(TM_ERR_INVALID,
+                       "graph_compile: checkpoint segment %d is still open; close it with "
+                       "tm_graph_checkpoint_end", g->n_segs - 1);
     if (mode != TM_GRAPH_INFER && mode != TM_GRAPH_TRAIN)
         return tm_fail(TM_ERR_INVALID, "graph_compile: unknown mode %d", (int)mode);
     if (mode == TM_GRAPH_TRAIN && (root->numel != 1 || root->dtype != TM_F32))
@@ -54,14 +58,29 @@ tm_status tm_graph_forward(tm_graph *g)
 {
     if (!g || !g->compiled) return tm_fail(TM_ERR_INVALID, "graph_forward: compile the graph first");
     const tm_backend *be = &cpu_backend;
-    for (int i = 0; i <= g->root->id; i++) {
+    g->recomputing = 0;
+    g->forwarded = 0; /* a failed pass leaves nothing for backward */
+    for (int i = 0; i < g->n; i++) {
         tm_node *n = g->nodes[i];
         if (!n->in_plan) continue;
         tm_status s = be->forward(g, n);
         if (s) return s;
     }
-    g->forward_calls++;
+    g->rng_counter++;
+    g->forwarded = 1;
     return TM_OK;
+}
+
+/* Runs the forward steps of a segment's recomputed nodes again. Dropout
+ * and drop-path keep the call number of the forward pass they belong to. */
+static tm_status recompute(tm_graph *g, const tm_backend *be, const tm_segment *seg)
+{
+    g->recomputing = 1;
+    tm_status s = TM_OK;
+    for (int j = seg->first; j <= seg->last && !s; j++)
+        if (g->nodes[j]->recompute) s = be->forward(g, g->nodes[j]);
+    g->recomputing = 0;
+    return s;
 }
 
 static tm_status backward(tm_graph *g, int accumulate)
@@ -69,7 +88,11 @@ static tm_status backward(tm_graph *g, int accumulate)
     if (!g || !g->compiled) return tm_fail(TM_ERR_INVALID, "graph_backward: compile the graph first");
     if (g->mode != TM_GRAPH_TRAIN)
         return tm_fail(TM_ERR_INVALID, "graph_backward: the graph was compiled for inference");
-    if (!g->forward_calls) return tm_fail(TM_ERR_INVALID, "graph_backward: run forward first");
+    if (!g->forwarded)
+        return tm_fail(TM_ERR_INVALID,
+                       "graph_backward: run forward first (each backward pass needs a forward "
+                       "pass of its own: the memory plan reuses activations for gradients)");
+    g->forwarded = 0;
     const tm_backend *be = &cpu_backend;
     memset(g->grad_ready, 0, (size_t)g->n);
     if (!accumulate) memset(g->grads, 0, g->n_params * sizeof(float));
@@ -86,9 +109,16 @@ static tm_status backward(tm_graph *g, int accumulate)
     if (!root->requires_grad) return TM_OK; /* nothing trainable reaches the loss */
     root->grad[0] = 1.0f;
     g->grad_ready[root->storage->id] = 1;
-    for (int i = root->id; i >= 0; i--) {
+    for (int i = g->n - 1; i >= 0; i--) {
         tm_node *n = g->nodes[i];
-        if (!n->in_plan || !n->requires_grad) continue;
+        if (!n->in_plan) continue;
+        /* the planner put a segment's recompute just before the backward
+         * step of its last computed node */
+        if (n->seg >= 0 && g->segs[n->seg].active && g->segs[n->seg].top == i) {
+            tm_status s = recompute(g, be, &g->segs[n->seg]);
+            if (s) return s;
+        }
+        if (!n->requires_grad) continue;
         /* a gradient buffer is zeroed when its first contribution arrives */
         for (int s = 0; s < n->nsrc; s++) {
             tm_node *src = n->src[s];

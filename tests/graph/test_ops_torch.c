@@ -1,7 +1,8 @@
 /*
  * Every graph op, forward and backward, against PyTorch.
  *
- * scripts/gen_op_vectors.py writes tests/data/ops/<case>.safetensors: the
+ * scripts/gen_op_vectors.py (and, for rope, groupnorm and attention_probs,
+ * scripts/gen_graphops_vectors.py) writes tests/data/ops/<case>.safetensors: the
  * inputs in0, in1, ..., a fixed random G of the output's shape, the output
  * computed by PyTorch in float64, and grad_in<i> = d sum(out * G) / d in<i>
  * for each float input whose gradient is wanted. __metadata__ names the op
@@ -67,6 +68,9 @@ static const op_tol TOLS[] = {
     {"cross_entropy", 1e-5, 1e-4},
     {"l2_normalize", 1e-5, 1e-4},
     {"cosine_similarity", 1e-5, 1e-4},
+    {"rope", 1e-6, 1e-5},
+    {"groupnorm", 1e-5, 1e-4},
+    {"attention_probs", 1e-6, 1e-5},
 };
 #define NTOLS ((int)(sizeof TOLS / sizeof TOLS[0]))
 
@@ -102,6 +106,10 @@ static const char *const CASES[] = {
     "attention_bias",
     "cross_entropy", "cross_entropy_smooth",
     "l2_normalize", "cosine_similarity", "cosine_similarity_bcast",
+    "rope", "rope_offset", "rope_d2", "rope_long",
+    "groupnorm", "groupnorm_1d", "groupnorm_one_group", "groupnorm_per_channel",
+    "attention_probs", "attention_probs_scale_causal", "attention_probs_mask",
+    "attention_probs_cross_causal", "attention_probs_bias",
 };
 #define NCASES ((int)(sizeof CASES / sizeof CASES[0]))
 
@@ -265,6 +273,16 @@ static int build_op(tm_graph *g, const tm_safetensors *st, const char *op, tm_no
         outs[0] = tm_l2_normalize(g, x, meta_float(st, "eps", 1e-12f));
     } else if (!strcmp(op, "cosine_similarity")) {
         outs[0] = tm_cosine_similarity(g, x, y, meta_float(st, "eps", 1e-8f));
+    } else if (!strcmp(op, "rope")) {
+        outs[0] = tm_rope(g, x, meta_int(st, "pos_offset", 0), meta_float(st, "base", 10000.0f));
+    } else if (!strcmp(op, "groupnorm")) {
+        int hw = meta_int(st, "has_weight", 0), hb = meta_int(st, "has_bias", 0);
+        tm_node *w = hw ? in[1] : NULL, *b = hb ? in[1 + hw] : NULL;
+        outs[0] = tm_groupnorm(g, x, meta_int(st, "groups", 1), w, b, meta_float(st, "eps", 1e-5f));
+    } else if (!strcmp(op, "attention_probs")) {
+        tm_node *bias = meta_int(st, "key_bias", 0) ? z : NULL;
+        outs[0] = tm_attention_probs(g, x, y, bias, meta_float(st, "scale", 0),
+                                     meta_int(st, "causal", 0));
     } else {
         return 0;
     }
