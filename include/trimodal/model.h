@@ -126,7 +126,12 @@ typedef struct {
     int64_t num_classes;                           /* 0 without a classifier */
     int64_t embed_dim;                             /* 0 without contrastive heads */
     int64_t dim;
-    const char *fusion; /* "early", "late", "cross" */
+    const char *fusion; /* "early", "late", "cross", "bottleneck" */
+    /* caption decoder (caption_tokens 0 without one) */
+    int64_t caption_tokens, caption_vocab;
+    int32_t caption_bos, caption_eos, caption_pad;
+    const char *caption_context; /* "fusion", "text", "vision", "audio" */
+    int32_t mask_id;             /* masked-token head's mask id; -1 without one */
 } tm_model_info;
 
 tm_model_info tm_model_get_info(const tm_model *m);
@@ -152,6 +157,40 @@ typedef struct tm_model_graph tm_model_graph;
  * present. */
 tm_status tm_model_graph_new(tm_model_graph **out, tm_model *m, int64_t batch,
                              tm_model_mode mode);
+
+typedef struct {
+    /* Keep the attention probabilities of every attention layer (encoders,
+     * fusion, caption decoder) for tm_model_graph_attention. Costs
+     * B * heads * Tq * Tk floats a layer; meant for interpretation. */
+    int attention_maps;
+} tm_model_graph_opts;
+
+/* tm_model_graph_new with options (NULL = the defaults). */
+tm_status tm_model_graph_new_opts(tm_model_graph **out, tm_model *m, int64_t batch,
+                                  tm_model_mode mode, const tm_model_graph_opts *opts);
+
+/* After a forward pass of a graph made with attention_maps: the softmax
+ * probabilities (B, heads, Tq, Tk) of one layer, row-major, or NULL (with
+ * tm_last_error set) when there is no such layer. stack names it:
+ * "text", "vision", "audio" (encoder blocks), "fusion" (early fusion's
+ * joint blocks; its last block computes the fusion CLS query only, Tq = 1),
+ * "fusion.text", "fusion.vision", "fusion.audio" (a stream of cross or
+ * bottleneck fusion), "pool.<modality>" (attention pooling, layer 0),
+ * "caption" (the decoder's self-attention) and "caption.cross" (its
+ * cross-attention to the context). Keys follow the token order of that
+ * layer's input: e.g. early fusion's keys are [CLS, text tokens, vision
+ * tokens, audio tokens]; a vision encoder's are [CLS, patches row by row].
+ * Masked keys (padding, missing modalities) have probability exactly 0. */
+const float *tm_model_graph_attention(tm_model_graph *mg, const char *stack, int layer,
+                                      int64_t shape[4]);
+
+/* Sets a loss weight for the next forward passes of a TM_MODEL_TRAIN graph
+ * (the config's "loss" section gives the initial values): "classification",
+ * "contrastive", "caption" or "masked". A weight of 0 removes that loss
+ * from the total and its gradient. TM_ERR_INVALID for an unknown name, a
+ * loss the model does not have, or a weight that is negative or not
+ * finite. */
+tm_status tm_model_graph_set_loss_weight(tm_model_graph *mg, const char *loss, float weight);
 void tm_model_graph_free(tm_model_graph *mg); /* NULL is harmless */
 
 /* Where to write the inputs (row-major, valid while the graph lives);
@@ -162,6 +201,15 @@ typedef struct {
     float *mel;       /* (B, n_mels, n_frames) */
     int32_t *labels;  /* (B), TM_MODEL_TRAIN with a classifier; -100 = none */
     uint8_t *present; /* (B, n_modalities): nonzero = present */
+    /* TM_MODEL_TRAIN with a caption head: (B, caption_tokens) target
+     * captions [bos, tokens..., eos, pad...]; an all-pad row has no caption.
+     * The decoder reads positions 0..T-2 and predicts 1..T-1 (pads are not
+     * scored); examples whose caption context is missing are not scored. */
+    int32_t *caption;
+    /* TM_MODEL_TRAIN with a masked-token head: (B, text_tokens) the
+     * original id at masked positions of `tokens`, -100 elsewhere
+     * (ignored for examples whose text is absent). */
+    int32_t *mlm_labels;
 } tm_model_inputs;
 
 tm_model_inputs tm_model_graph_inputs(tm_model_graph *mg);
@@ -182,14 +230,58 @@ const float *tm_model_graph_embeddings(tm_model_graph *mg, int m);  /* (B, embed
  * losses over the modality pairs that have at least one example with both
  * modalities present. */
 typedef struct {
-    float total, classification, contrastive;
+    float total, classification, contrastive, caption, masked;
 } tm_model_loss;
 tm_model_loss tm_model_graph_loss(tm_model_graph *mg);
+
+/* TM_MODEL_TRAIN with a caption head: the decoder's next-token logits
+ * (B, caption_tokens - 1, caption_vocab); with a masked-token head: its
+ * logits (B, text_tokens, vocab_size). NULL otherwise. */
+const float *tm_model_graph_caption_logits(tm_model_graph *mg);
+const float *tm_model_graph_mlm_logits(tm_model_graph *mg);
 
 int64_t tm_model_graph_batch(const tm_model_graph *mg);
 tm_model_mode tm_model_graph_mode(const tm_model_graph *mg);
 /* The underlying graph (for its arena size; do not recompile it). */
 tm_graph *tm_model_graph_graph(tm_model_graph *mg);
+
+/* ----------------------------------------------------------- captions */
+
+/* Decoding with the caption head: greedy (beam = 1) or beam search.
+ * A hypothesis's score is its summed token log-probability divided by
+ * length^length_penalty (length counts the generated tokens, EOS
+ * included); 0 compares raw sums, 1 the mean. Beam search keeps `beam`
+ * hypotheses; one that emits EOS is finished; the search stops when `beam`
+ * hypotheses are finished or max_tokens is reached (unfinished ones then
+ * compete with the finished ones). */
+typedef struct {
+    int beam;             /* >= 1 */
+    int max_tokens;       /* generated tokens at most; 0 = caption_tokens - 1 */
+    float length_penalty; /* >= 0 */
+} tm_caption_params;
+
+tm_caption_params tm_caption_default_params(void); /* beam 1, max 0, penalty 1 */
+
+typedef struct tm_model_captioner tm_model_captioner;
+
+/* A captioner for `batch` examples (graphs for the context and the
+ * decoder at batch * beam). TM_ERR_INVALID when the model has no caption
+ * head or the parameters are out of range. */
+tm_status tm_model_captioner_new(tm_model_captioner **out, tm_model *m, int64_t batch,
+                                 tm_caption_params p);
+void tm_model_captioner_free(tm_model_captioner *c); /* NULL is harmless */
+/* Where to write the inputs (tokens, image, mel, present; as for graphs). */
+tm_model_inputs tm_model_captioner_inputs(tm_model_captioner *c);
+/* Decodes: out (B, max_tokens) generated ids after BOS, EOS excluded,
+ * padded with the caption pad id; lengths (B) their counts; scores (B) the
+ * normalised scores (may be NULL). An example whose caption context is
+ * missing gets length 0 and score -INFINITY. */
+tm_status tm_model_captioner_run(tm_model_captioner *c, int32_t *out, int32_t *lengths,
+                                 float *scores);
+/* Log-probability of given captions (B, caption_tokens) under the model,
+ * summed over their scored tokens (as the training loss counts them):
+ * for tests and rescoring. */
+tm_status tm_model_captioner_score(tm_model_captioner *c, const int32_t *captions, float *out);
 
 #ifdef __cplusplus
 }

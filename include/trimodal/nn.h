@@ -118,6 +118,11 @@ tm_node *tm_nn_mlp_forward(tm_graph *g, const tm_nn_mlp *m, tm_node *x);
 typedef struct {
     tm_nn_linear qkv, out;
     int64_t C, heads;
+    /* Set after _declare (all 0 by default): */
+    int causal;        /* self-attention: query t sees keys <= t */
+    float rope_base;   /* > 0: rotary positions (tm_rope) on q and k of self-attention */
+    tm_node **probs;   /* non-NULL: _forward stores the (B, H, Tq, Tk) attention
+                        * probabilities here (tm_attention_probs; no gradient) */
 } tm_nn_attention;
 
 tm_status tm_nn_attention_declare(tm_nn_attention *a, tm_graph *g, const char *name, int64_t C,
@@ -140,8 +145,12 @@ tm_node *tm_nn_merge_heads(tm_graph *g, tm_node *x);
  *   x = x + drop(Attn(LN1(x), LN_ctx(ctx), key_bias)); x = x + drop(MLP(LN2(x)))
  * with one more LayerNorm, "<name>.ln_ctx", over the context. */
 typedef struct {
-    float dropout; /* on the attention and MLP outputs; 0 = none */
-    uint64_t seed; /* of the dropout masks */
+    float dropout;   /* on the attention and MLP outputs; 0 = none */
+    uint64_t seed;   /* of the dropout and drop-path masks */
+    float drop_path; /* stochastic depth: each residual branch dropped per
+                      * example with this probability (training graphs) */
+    int causal;      /* causal self-attention */
+    float rope_base; /* > 0: rotary positions in self-attention */
 } tm_nn_block_params;
 
 tm_nn_block_params tm_nn_block_default_params(void);
@@ -160,6 +169,25 @@ tm_status tm_nn_block_declare(tm_nn_block *b, tm_graph *g, const char *name, int
 /* ctx must be NULL for a self-attention block, and given for a cross one. */
 tm_node *tm_nn_block_forward(tm_graph *g, const tm_nn_block *b, tm_node *x, tm_node *ctx,
                              tm_node *key_bias);
+
+/* Decoder block (a caption decoder's layer), pre-LayerNorm:
+ *   x = x + Attn(LN1(x), causal); x = x + XAttn(LN2(x), ctx, key_bias);
+ *   x = x + MLP(LN3(x))
+ * names "<name>.ln1", "<name>.attn", "<name>.ln2", "<name>.xattn",
+ * "<name>.ln3", "<name>.mlp". The context is used as given (already
+ * normalised by the encoder that made it). */
+typedef struct {
+    tm_nn_layernorm ln1, ln2, ln3;
+    tm_nn_attention attn, xattn;
+    tm_nn_mlp mlp;
+    tm_nn_block_params p;
+} tm_nn_decoder_block;
+
+tm_status tm_nn_decoder_block_declare(tm_nn_decoder_block *b, tm_graph *g, const char *name,
+                                      int64_t C, int64_t heads, int64_t hidden, tm_nn_act act,
+                                      float eps, tm_nn_block_params p);
+tm_node *tm_nn_decoder_block_forward(tm_graph *g, const tm_nn_decoder_block *b, tm_node *x,
+                                     tm_node *ctx, tm_node *ctx_bias);
 
 /* The first n_out tokens of tm_nn_block_forward's output, (B, n_out, C),
  * computing only what they need: their queries (every token still gives
@@ -253,6 +281,21 @@ tm_node *tm_nn_conv_forward(tm_graph *g, const tm_nn_conv *c, tm_node *x);
 /* (B, C, L) or (B, C, H, W) -> (B, L or H*W, C): channels-first feature
  * maps to a token sequence. */
 tm_node *tm_nn_to_tokens(tm_graph *g, tm_node *x);
+
+/* ---------------------------------------------------------- group norm */
+
+/* GroupNorm over (N, C, ...) with "<name>.weight" and "<name>.bias" (C):
+ * a batch-independent norm for the CNN backbone. */
+typedef struct {
+    tm_node *weight, *bias;
+    int64_t C;
+    int groups;
+    float eps;
+} tm_nn_groupnorm;
+
+tm_status tm_nn_groupnorm_declare(tm_nn_groupnorm *n, tm_graph *g, const char *name, int64_t C,
+                                  int groups, float eps);
+tm_node *tm_nn_groupnorm_forward(tm_graph *g, const tm_nn_groupnorm *n, tm_node *x);
 
 /* ------------------------------------------------------------- masks */
 

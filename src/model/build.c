@@ -7,6 +7,13 @@
 
 #include "model_internal.h"
 
+enum { LOSS_CLASS = 0, LOSS_CONTRASTIVE, LOSS_CAPTION, LOSS_MASKED, LOSS_COUNT };
+static const char *const LOSS_NAMES[LOSS_COUNT] = {"classification", "contrastive", "caption",
+                                                   "masked"};
+
+#define MODE_CONTEXT TM_MODEL_MODE_CONTEXT
+#define MODE_DECODE TM_MODEL_MODE_DECODE
+
 struct tm_model_graph {
     tm_model *m;
     tm_graph *g;
@@ -29,9 +36,31 @@ struct tm_model_graph {
     tm_node *pair_labels[TM_MODEL_MAX_PAIRS]; /* (B) i32: b or -100 */
     tm_node *pair_bias[TM_MODEL_MAX_PAIRS];   /* (B) f32: 0 or PAIR_MASKED per column */
     tm_node *pair_weight[TM_MODEL_MAX_PAIRS]; /* () f32 */
+    /* loss weights: scalar inputs, so a trainer can change them per step */
+    tm_node *w_node[LOSS_COUNT];
+    float weight[LOSS_COUNT];
+    int live[LOSS_COUNT]; /* the loss had at least one label in the last pass */
+    /* caption decoder (teacher forcing) and masked-token head */
+    int32_t *caption;        /* (B, Tc) written by the caller */
+    tm_node *dec_in;         /* (B, Tc - 1) i32: caption[:, :-1] */
+    tm_node *dec_labels;     /* (B * (Tc - 1)) i32: caption[:, 1:], -100 unscored */
+    tm_node *mem_bias;       /* (B, Tm) key bias of the caption context */
+    tm_node *mlm_labels;     /* (B * T) i32: mlm_user, or a dummy when it has no label */
+    int32_t *mlm_user;       /* (B, T) written by the caller */
+    tm_node *mem;            /* EMBED-less captioner context graph: (B, Tm, C) */
+    /* bottleneck fusion: weights of each stream's copy of the tokens */
+    tm_node *bneck_weight;   /* (B, M, 1, 1) */
     /* outputs */
-    tm_node *logits, *emb[TM_MODEL_MAX_ENC], *loss, *loss_class, *loss_con, *root;
+    tm_node *logits, *emb[TM_MODEL_MAX_ENC], *loss, *root;
+    tm_node *loss_part[LOSS_COUNT];
+    tm_node *cap_logits, *mlm_logits;
     int text_enc; /* index of the text encoder, -1 if none */
+    /* attention maps (opts.attention_maps) */
+    int keep_probs;
+    tm_node *enc_probs[TM_MODEL_MAX_ENC][TM_MODEL_MAX_LAYERS];
+    tm_node *pool_probs[TM_MODEL_MAX_ENC];
+    tm_node *fusion_probs[TM_MODEL_MAX_LAYERS];
+    tm_node *cap_probs[TM_MODEL_MAX_LAYERS], *cap_xprobs[TM_MODEL_MAX_LAYERS];
 };
 
 #define IGNORE_LABEL (-100)
@@ -60,6 +89,7 @@ static tm_node *pool_tokens(tm_model_graph *mg, int i, tm_node *x)
     if (e->pool == POOL_FIRST) return tm_nn_take_token(g, x, 0);
     if (e->pool == POOL_ATTENTION) {
         tm_node *q = tm_nn_expand_rows(g, E->pool_query, B); /* (B, 1, C) */
+        mg->L->enc[i].pool_attn.probs = mg->keep_probs ? &mg->pool_probs[i] : NULL;
         tm_node *o = tm_nn_attention_subset(g, &E->pool_attn, q, x,
                                             e->kind == ENC_TEXT ? mg->text_bias : NULL);
         return tm_reshape(g, o, 2, (int64_t[]){B, c->dim});
@@ -90,17 +120,42 @@ static enc_out build_encoder(tm_model_graph *mg, int i)
     } else if (e->kind == ENC_VISION) {
         mg->image = tm_input(g, "image", TM_F32, 4,
                              (int64_t[]){B, e->channels, e->image_h, e->image_w});
-        x = tm_nn_to_tokens(g, tm_nn_conv_forward(g, &E->patch, mg->image)); /* (B, N, C) */
+        if (e->cnn) {
+            /* stages of (3x3 conv, GroupNorm, activation) x blocks, max-pool */
+            x = mg->image;
+            int k = 0;
+            for (int st = 0; st < e->n_stages; st++) {
+                for (int b = 0; b < e->stages[st].blocks; b++, k++) {
+                    x = tm_nn_conv_forward(g, &E->cnn[k].conv, x);
+                    x = tm_nn_act_forward(g, c->act, tm_nn_groupnorm_forward(g, &E->cnn[k].norm, x));
+                }
+                int p = (int)e->stages[st].pool;
+                if (p > 1) x = tm_maxpool2d(g, x, p, p, p, p, 0, 0);
+            }
+            x = tm_nn_linear_forward(g, &E->cnn_proj, tm_nn_to_tokens(g, x)); /* (B, N, C) */
+        } else {
+            x = tm_nn_to_tokens(g, tm_nn_conv_forward(g, &E->patch, mg->image)); /* (B, N, C) */
+        }
         if (E->cls) x = tm_concat(g, 2, (tm_node *[]){tm_nn_expand_rows(g, E->cls, B), x}, 1);
     } else {
         mg->mel = tm_input(g, "mel", TM_F32, 3, (int64_t[]){B, e->n_mels, e->n_frames});
         x = mg->mel;
-        for (int k = 0; k < e->n_stem; k++)
-            x = tm_nn_act_forward(g, e->stem_act, tm_nn_conv_forward(g, &E->stem[k], x));
-        x = tm_nn_to_tokens(g, x); /* (B, L, C) */
+        if (e->apatch) {
+            /* AST-style: 2-D patches of the (mels, frames) picture */
+            x = tm_reshape(g, x, 4, (int64_t[]){B, 1, e->n_mels, e->n_frames});
+            x = tm_nn_to_tokens(g, tm_nn_conv_forward(g, &E->patch, x)); /* (B, N, C) */
+            if (E->cls) x = tm_concat(g, 2, (tm_node *[]){tm_nn_expand_rows(g, E->cls, B), x}, 1);
+        } else {
+            for (int k = 0; k < e->n_stem; k++)
+                x = tm_nn_act_forward(g, e->stem_act, tm_nn_conv_forward(g, &E->stem[k], x));
+            x = tm_nn_to_tokens(g, x); /* (B, L, C) */
+        }
     }
     x = tm_nn_position_forward(g, &E->pos, x);
-    for (int l = 0; l < e->layers; l++) x = tm_nn_block_forward(g, &E->blocks[l], x, NULL, bias);
+    for (int l = 0; l < e->layers; l++) {
+        mg->L->enc[i].blocks[l].attn.probs = mg->keep_probs ? &mg->enc_probs[i][l] : NULL;
+        x = tm_nn_block_forward(g, &E->blocks[l], x, NULL, bias);
+    }
     x = tm_nn_layernorm_forward(g, &E->ln, x);
     o.tokens = x;
     o.pooled = pool_tokens(mg, i, x);
@@ -109,7 +164,7 @@ static enc_out build_encoder(tm_model_graph *mg, int i)
 
 /* ------------------------------------------------------------- fusion */
 
-static tm_node *build_early_fusion(tm_model_graph *mg, const enc_out *eo)
+static tm_node *build_early_fusion(tm_model_graph *mg, const enc_out *eo, tm_node **ctx)
 {
     tm_graph *g = mg->g;
     const model_cfg *c = &mg->m->cfg;
@@ -125,14 +180,21 @@ static tm_node *build_early_fusion(tm_model_graph *mg, const enc_out *eo)
         x = tm_add(g, x, tm_embedding(g, L->type_emb, mg->type_ids)); /* + (Tf, C) */
     }
     mg->fusion_bias = tm_input(g, "fusion_key_bias", TM_F32, 2, (int64_t[]){B, Tf});
-    /* Only the CLS output is read, so the last block computes just that
-     * token's row (its keys and values still come from every token). */
-    for (int l = 0; l + 1 < c->fusion_layers; l++)
-        x = tm_nn_block_forward(g, &L->fblocks[l], x, NULL, mg->fusion_bias);
-    if (c->fusion_layers > 0)
-        x = tm_nn_block_forward_first(g, &L->fblocks[c->fusion_layers - 1], x, mg->fusion_bias, 1);
+    /* Unless a caption decoder reads every fused token, only the CLS
+     * output is read, so the last block computes just that token's row
+     * (its keys and values still come from every token). */
+    for (int l = 0; l < c->fusion_layers; l++) {
+        mg->L->fblocks[l].attn.probs = mg->keep_probs ? &mg->fusion_probs[l] : NULL;
+        if (l + 1 < c->fusion_layers || ctx)
+            x = tm_nn_block_forward(g, &L->fblocks[l], x, NULL, mg->fusion_bias);
+        else
+            x = tm_nn_block_forward_first(g, &L->fblocks[l], x, mg->fusion_bias, 1);
+    }
     x = tm_nn_layernorm_forward(g, &L->fln, x);
-    return c->num_classes ? tm_nn_linear_forward(g, &L->head, tm_nn_take_token(g, x, 0)) : NULL;
+    if (ctx) *ctx = x;
+    return c->num_classes && L->fusion_cls
+               ? tm_nn_linear_forward(g, &L->head, tm_nn_take_token(g, x, 0))
+               : NULL;
 }
 
 /* (B, M, C) from M pooled vectors (B, C). */
@@ -147,13 +209,19 @@ static tm_node *stack_pooled(tm_model_graph *mg, tm_node *const *pooled, int M)
 /* Late fusion: the pooled vectors of the present modalities combined by
  * concatenation (absent ones zeroed), their mean, or a softmax gate over
  * them; then an optional hidden layer and the classifier. */
-static tm_node *build_late_fusion(tm_model_graph *mg, const enc_out *eo)
+static tm_node *build_late_fusion(tm_model_graph *mg, const enc_out *eo, tm_node **ctx)
 {
     tm_graph *g = mg->g;
     const model_cfg *c = &mg->m->cfg;
     const model_layers *L = mg->L;
     int M = c->n_enc;
     int64_t B = mg->B;
+    if (ctx) {
+        tm_node *parts[TM_MODEL_MAX_ENC];
+        for (int i = 0; i < M; i++) parts[i] = eo[i].tokens;
+        *ctx = M == 1 ? parts[0] : tm_concat(g, M, parts, 1);
+    }
+    if (!c->num_classes) return NULL;
     tm_node *pooled[TM_MODEL_MAX_ENC];
     for (int i = 0; i < M; i++) pooled[i] = eo[i].pooled;
     tm_node *P = stack_pooled(mg, pooled, M), *y; /* (B, M, C) */
@@ -177,14 +245,37 @@ static tm_node *build_late_fusion(tm_model_graph *mg, const enc_out *eo)
  * others' tokens from layer l - 1, absent modalities and padding masked);
  * each stream then gets a LayerNorm and its encoder's pooling, and the
  * classifier reads the concatenation (absent modalities zeroed). */
-static tm_node *build_cross_fusion(tm_model_graph *mg, const enc_out *eo)
+/* The end of cross and bottleneck fusion: each stream's final LayerNorm
+ * and pooling; the classifier reads the concatenation (absent modalities
+ * zeroed). The caption context is the streams' tokens. */
+static tm_node *streams_head(tm_model_graph *mg, tm_node *const *x, tm_node **ctx)
 {
     tm_graph *g = mg->g;
     const model_cfg *c = &mg->m->cfg;
     const model_layers *L = mg->L;
     int M = c->n_enc;
     int64_t B = mg->B;
-    tm_node *x[TM_MODEL_MAX_ENC], *nx[TM_MODEL_MAX_ENC], *pooled[TM_MODEL_MAX_ENC];
+    tm_node *pooled[TM_MODEL_MAX_ENC], *normed[TM_MODEL_MAX_ENC];
+    for (int i = 0; i < M; i++) {
+        normed[i] = tm_nn_layernorm_forward(g, &L->stream_ln[i], x[i]);
+        pooled[i] = c->num_classes ? pool_tokens(mg, i, normed[i]) : NULL;
+    }
+    if (ctx) *ctx = tm_concat(g, M, normed, 1);
+    if (!c->num_classes) return NULL;
+    mg->mod_weight = tm_input(g, "fusion_weights", TM_F32, 3, (int64_t[]){B, M, 1});
+    tm_node *y = tm_mul(g, stack_pooled(mg, pooled, M), mg->mod_weight);
+    y = tm_reshape(g, y, 2, (int64_t[]){B, M * c->dim});
+    return tm_nn_linear_forward(g, &L->head, y);
+}
+
+static tm_node *build_cross_fusion(tm_model_graph *mg, const enc_out *eo, tm_node **ctx_out)
+{
+    tm_graph *g = mg->g;
+    const model_cfg *c = &mg->m->cfg;
+    const model_layers *L = mg->L;
+    int M = c->n_enc;
+    int64_t B = mg->B;
+    tm_node *x[TM_MODEL_MAX_ENC], *nx[TM_MODEL_MAX_ENC];
     char name[64];
     for (int i = 0; i < M; i++) {
         x[i] = eo[i].tokens;
@@ -200,17 +291,51 @@ static tm_node *build_cross_fusion(tm_model_graph *mg, const enc_out *eo)
             for (int j = 0; j < M; j++)
                 if (j != i) others[n++] = x[j];
             tm_node *ctx = n == 1 ? others[0] : tm_concat(g, n, others, 1);
-            nx[i] = tm_nn_block_forward(g, &L->fblocks[l * TM_MODEL_MAX_ENC + i], x[i], ctx,
-                                        mg->cross_bias[i]);
+            int k = l * TM_MODEL_MAX_ENC + i;
+            mg->L->fblocks[k].attn.probs = mg->keep_probs ? &mg->fusion_probs[k] : NULL;
+            nx[i] = tm_nn_block_forward(g, &L->fblocks[k], x[i], ctx, mg->cross_bias[i]);
         }
         for (int i = 0; i < M; i++) x[i] = nx[i];
     }
-    for (int i = 0; i < M; i++)
-        pooled[i] = pool_tokens(mg, i, tm_nn_layernorm_forward(g, &L->stream_ln[i], x[i]));
-    mg->mod_weight = tm_input(g, "fusion_weights", TM_F32, 3, (int64_t[]){B, M, 1});
-    tm_node *y = tm_mul(g, stack_pooled(mg, pooled, M), mg->mod_weight);
-    y = tm_reshape(g, y, 2, (int64_t[]){B, M * c->dim});
-    return c->num_classes ? tm_nn_linear_forward(g, &L->head, y) : NULL;
+    return streams_head(mg, x, ctx_out);
+}
+
+/* Bottleneck fusion (Nagrani et al., 2021): each stream runs its own
+ * blocks over [its tokens; n shared bottleneck tokens]; after every layer
+ * the bottleneck is the mean of the streams' updated copies over the
+ * modalities present in that example, so modalities only exchange
+ * information through those few tokens. */
+static tm_node *build_bottleneck_fusion(tm_model_graph *mg, const enc_out *eo, tm_node **ctx)
+{
+    tm_graph *g = mg->g;
+    const model_cfg *c = &mg->m->cfg;
+    const model_layers *L = mg->L;
+    int M = c->n_enc;
+    int64_t B = mg->B, C = c->dim, n = c->bottleneck;
+    tm_node *x[TM_MODEL_MAX_ENC], *zs[TM_MODEL_MAX_ENC];
+    char name[64];
+    for (int i = 0; i < M; i++) {
+        x[i] = eo[i].tokens;
+        snprintf(name, sizeof name, "bottleneck_bias%d", i);
+        mg->cross_bias[i] = tm_input(g, name, TM_F32, 2, (int64_t[]){B, c->enc[i].tokens + n});
+    }
+    mg->bneck_weight = tm_input(g, "bottleneck_weights", TM_F32, 4, (int64_t[]){B, M, 1, 1});
+    tm_node *z = tm_nn_expand_rows(g, tm_reshape(g, L->bottleneck, 2, (int64_t[]){1, n * C}), B);
+    z = tm_reshape(g, z, 3, (int64_t[]){B, n, C});
+    for (int l = 0; l < c->fusion_layers; l++) {
+        for (int i = 0; i < M; i++) {
+            int64_t T = c->enc[i].tokens;
+            int k = l * TM_MODEL_MAX_ENC + i;
+            mg->L->fblocks[k].attn.probs = mg->keep_probs ? &mg->fusion_probs[k] : NULL;
+            tm_node *h = tm_concat(g, 2, (tm_node *[]){x[i], z}, 1);
+            h = tm_nn_block_forward(g, &L->fblocks[k], h, NULL, mg->cross_bias[i]);
+            x[i] = tm_slice(g, h, 1, 0, T, 1);
+            zs[i] = tm_reshape(g, tm_slice(g, h, 1, T, T + n, 1), 4, (int64_t[]){B, 1, n, C});
+        }
+        tm_node *all = M == 1 ? zs[0] : tm_concat(g, M, zs, 1); /* (B, M, n, C) */
+        z = tm_sum(g, tm_mul(g, all, mg->bneck_weight), 1, (int[]){1}, 0);
+    }
+    return streams_head(mg, x, ctx);
 }
 
 /* --------------------------------------------------------------- losses */
@@ -243,41 +368,107 @@ static tm_node *build_contrastive(tm_model_graph *mg)
     return total;
 }
 
+/* --------------------------------------------------------------- decoder */
+
+/* The caption decoder over ids (B', T') i32 attending to ctx (B', Tm, C)
+ * with ctx_bias (B', Tm): next-token logits (B', T', V). */
+static tm_node *build_decoder(tm_model_graph *mg, tm_node *ids, tm_node *ctx, tm_node *ctx_bias)
+{
+    tm_graph *g = mg->g;
+    const model_cfg *c = &mg->m->cfg;
+    model_layers *L = mg->L;
+    int64_t T = tm_node_shape(ids)[1];
+    tm_node *x = tm_nn_embedding_forward(g, &L->cap_tok, ids); /* (B', T', C) */
+    if (L->cap_pos.table) x = tm_add(g, x, tm_slice(g, L->cap_pos.table, 0, 0, T, 1));
+    for (int l = 0; l < c->caption_layers; l++) {
+        L->cap_blocks[l].attn.probs = mg->keep_probs ? &mg->cap_probs[l] : NULL;
+        L->cap_blocks[l].xattn.probs = mg->keep_probs ? &mg->cap_xprobs[l] : NULL;
+        x = tm_nn_decoder_block_forward(g, &L->cap_blocks[l], x, ctx, ctx_bias);
+    }
+    return tm_nn_linear_forward(g, &L->cap_head, tm_nn_layernorm_forward(g, &L->cap_ln, x));
+}
+
+/* Tokens in the caption context: one encoder's, or the fused sequence. */
+static int64_t context_tokens(const model_cfg *c)
+{
+    if (c->caption_context >= 0) return c->enc[c->caption_context].tokens;
+    if (c->fusion == FUSION_EARLY) return c->fusion_tokens;
+    int64_t n = 0;
+    for (int i = 0; i < c->n_enc; i++) n += c->enc[i].tokens;
+    return n;
+}
+
+/* A scalar loss weight, an input of the graph. */
+static tm_node *weighted(tm_model_graph *mg, int k, tm_node *loss)
+{
+    static const char *const names[LOSS_COUNT] = {"w_classification", "w_contrastive",
+                                                  "w_caption", "w_masked"};
+    mg->loss_part[k] = loss;
+    mg->w_node[k] = tm_input(mg->g, names[k], TM_F32, 0, NULL);
+    return tm_mul(mg->g, loss, mg->w_node[k]);
+}
+
 static tm_status build(tm_model_graph *mg)
 {
     tm_graph *g = mg->g;
     const model_cfg *c = &mg->m->cfg;
     enc_out eo[TM_MODEL_MAX_ENC];
-    for (int i = 0; i < c->n_enc; i++) eo[i] = build_encoder(mg, i);
+    int64_t B = mg->B;
+    for (int i = 0; i < c->n_enc && mg->mode != MODE_DECODE; i++) eo[i] = build_encoder(mg, i);
 
-    int need_class = mg->mode != TM_MODEL_EMBED && c->num_classes;
-    int need_emb = mg->mode != TM_MODEL_CLASSIFY && c->embed_dim;
-    if (need_class)
-        mg->logits = c->fusion == FUSION_EARLY  ? build_early_fusion(mg, eo)
-                     : c->fusion == FUSION_LATE ? build_late_fusion(mg, eo)
-                                                : build_cross_fusion(mg, eo);
+    int train = mg->mode == TM_MODEL_TRAIN;
+    int need_class = (mg->mode == TM_MODEL_CLASSIFY || train) && c->num_classes;
+    int need_emb = (mg->mode == TM_MODEL_EMBED || train) && c->embed_dim;
+    int need_ctx = (train || mg->mode == MODE_CONTEXT) && c->caption;
+    int fuse_ctx = need_ctx && c->caption_context == CAPTION_CONTEXT_FUSION;
+    tm_node *ctx = NULL;
+    if (mg->mode == MODE_DECODE) need_class = need_emb = need_ctx = fuse_ctx = 0;
+    if (need_class || fuse_ctx) {
+        tm_node **cp = fuse_ctx ? &ctx : NULL;
+        tm_node *lg = c->fusion == FUSION_EARLY  ? build_early_fusion(mg, eo, cp)
+                      : c->fusion == FUSION_LATE ? build_late_fusion(mg, eo, cp)
+                      : c->fusion == FUSION_CROSS ? build_cross_fusion(mg, eo, cp)
+                                                  : build_bottleneck_fusion(mg, eo, cp);
+        if (need_class) mg->logits = lg;
+    }
+    if (need_ctx && !fuse_ctx) ctx = eo[c->caption_context].tokens;
+    if (need_ctx)
+        mg->mem_bias = tm_input(g, "caption_context_bias", TM_F32, 2,
+                                (int64_t[]){B, context_tokens(c)});
     if (need_emb)
         for (int i = 0; i < c->n_enc; i++)
             mg->emb[i] = tm_l2_normalize(g, tm_nn_linear_forward(g, &mg->L->enc[i].proj, eo[i].pooled),
                                          1e-12f);
 
-    switch (mg->mode) {
+    switch ((int)mg->mode) {
     case TM_MODEL_CLASSIFY:
         mg->root = mg->logits;
         break;
     case TM_MODEL_EMBED: {
         tm_node *parts[TM_MODEL_MAX_ENC];
         for (int i = 0; i < c->n_enc; i++)
-            parts[i] = tm_reshape(g, mg->emb[i], 3, (int64_t[]){mg->B, 1, c->embed_dim});
+            parts[i] = tm_reshape(g, mg->emb[i], 3, (int64_t[]){B, 1, c->embed_dim});
         mg->root = tm_concat(g, c->n_enc, parts, 1);
         break;
     }
+    case MODE_CONTEXT:
+        mg->mem = mg->root = ctx;
+        break;
+    case MODE_DECODE: {
+        /* the decoder alone: ids, context and its bias are inputs */
+        int64_t Tm = context_tokens(c);
+        mg->dec_in = tm_input(g, "caption_ids", TM_I32, 2, (int64_t[]){B, c->caption_tokens});
+        mg->mem = tm_input(g, "caption_context", TM_F32, 3, (int64_t[]){B, Tm, c->dim});
+        mg->mem_bias = tm_input(g, "caption_context_bias", TM_F32, 2, (int64_t[]){B, Tm});
+        mg->cap_logits = mg->root = build_decoder(mg, mg->dec_in, mg->mem, mg->mem_bias);
+        break;
+    }
     default: {
-        tm_node *loss = NULL;
+        tm_node *loss = NULL, *w;
         if (need_class) {
-            mg->labels = tm_input(g, "labels", TM_I32, 1, (int64_t[]){mg->B});
-            mg->loss_class = tm_cross_entropy(g, mg->logits, mg->labels, 0.0f, IGNORE_LABEL);
-            loss = tm_scale(g, mg->loss_class, (float)c->w_class, 0.0f);
+            mg->labels = tm_input(g, "labels", TM_I32, 1, (int64_t[]){B});
+            loss = weighted(mg, LOSS_CLASS,
+                            tm_cross_entropy(g, mg->logits, mg->labels, 0.0f, IGNORE_LABEL));
         }
         if (need_emb) {
             for (int i = 0; i < c->n_enc; i++)
@@ -285,8 +476,28 @@ static tm_status build(tm_model_graph *mg)
                     mg->pa[mg->n_pairs] = i;
                     mg->pb[mg->n_pairs++] = j;
                 }
-            mg->loss_con = build_contrastive(mg);
-            tm_node *w = tm_scale(g, mg->loss_con, (float)c->w_contrastive, 0.0f);
+            w = weighted(mg, LOSS_CONTRASTIVE, build_contrastive(mg));
+            loss = loss ? tm_add(g, loss, w) : w;
+        }
+        if (c->caption) {
+            int64_t Tc = c->caption_tokens;
+            mg->dec_in = tm_input(g, "caption_in", TM_I32, 2, (int64_t[]){B, Tc - 1});
+            mg->dec_labels = tm_input(g, "caption_labels", TM_I32, 1, (int64_t[]){B * (Tc - 1)});
+            mg->cap_logits = build_decoder(mg, mg->dec_in, ctx, mg->mem_bias);
+            tm_node *flat = tm_reshape(g, mg->cap_logits, 2, (int64_t[]){B * (Tc - 1), c->caption_vocab});
+            w = weighted(mg, LOSS_CAPTION,
+                         tm_cross_entropy(g, flat, mg->dec_labels, 0.0f, IGNORE_LABEL));
+            loss = loss ? tm_add(g, loss, w) : w;
+        }
+        if (c->masked) {
+            const enc_cfg *te = &c->enc[mg->text_enc];
+            int64_t T = te->max_tokens;
+            mg->mlm_labels = tm_input(g, "mlm_labels", TM_I32, 1, (int64_t[]){B * T});
+            mg->mlm_logits = tm_nn_linear_forward(g, &mg->L->enc[mg->text_enc].mlm,
+                                                  eo[mg->text_enc].tokens); /* (B, T, V) */
+            tm_node *flat = tm_reshape(g, mg->mlm_logits, 2, (int64_t[]){B * T, te->vocab});
+            w = weighted(mg, LOSS_MASKED,
+                         tm_cross_entropy(g, flat, mg->mlm_labels, 0.0f, IGNORE_LABEL));
             loss = loss ? tm_add(g, loss, w) : w;
         }
         mg->loss = mg->root = loss;
@@ -295,8 +506,19 @@ static tm_status build(tm_model_graph *mg)
     if (mg->logits) tm_graph_keep(g, mg->logits);
     for (int i = 0; i < c->n_enc; i++)
         if (mg->emb[i]) tm_graph_keep(g, mg->emb[i]);
-    if (mg->loss_class) tm_graph_keep(g, mg->loss_class);
-    if (mg->loss_con) tm_graph_keep(g, mg->loss_con);
+    for (int k = 0; k < LOSS_COUNT; k++)
+        if (mg->loss_part[k]) tm_graph_keep(g, mg->loss_part[k]);
+    if (mg->cap_logits) tm_graph_keep(g, mg->cap_logits);
+    if (mg->mlm_logits) tm_graph_keep(g, mg->mlm_logits);
+    if (mg->keep_probs) {
+        tm_node **all[] = {&mg->enc_probs[0][0], mg->pool_probs, mg->fusion_probs, mg->cap_probs,
+                           mg->cap_xprobs};
+        int counts[] = {TM_MODEL_MAX_ENC * TM_MODEL_MAX_LAYERS, TM_MODEL_MAX_ENC,
+                        TM_MODEL_MAX_LAYERS, TM_MODEL_MAX_LAYERS, TM_MODEL_MAX_LAYERS};
+        for (int a = 0; a < 5; a++)
+            for (int k = 0; k < counts[a]; k++)
+                if (all[a][k]) tm_graph_add_output(g, all[a][k]);
+    }
     return tm_graph_status(g) ? tm_fail(tm_graph_status(g), "%s", tm_last_error()) : TM_OK;
 }
 
@@ -318,7 +540,50 @@ static tm_status check_layout(tm_model *m, tm_graph *g)
     return TM_OK;
 }
 
+static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_model_mode mode,
+                           const tm_model_graph_opts *opts);
+
 tm_status tm_model_graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_model_mode mode)
+{
+    return tm_model_graph_new_opts(out, m, batch, mode, NULL);
+}
+
+tm_status tm_model_graph_new_internal(tm_model_graph **out, tm_model *m, int64_t batch,
+                                      tm_model_mode mode, const tm_model_graph_opts *opts)
+{
+    if (m && !m->cfg.caption && (mode == MODE_CONTEXT || mode == MODE_DECODE)) {
+        if (out) *out = NULL;
+        return tm_fail(TM_ERR_INVALID, "the model has no caption head (a \"caption\" section)");
+    }
+    return graph_new(out, m, batch, mode, opts);
+}
+
+tm_model_caption_io tm_model_graph_caption_io(tm_model_graph *mg)
+{
+    tm_model_caption_io io;
+    memset(&io, 0, sizeof io);
+    if (mg->mem) io.ctx = tm_node_data(mg->g, mg->mem);
+    if (mg->mem_bias) io.ctx_bias = tm_node_data(mg->g, mg->mem_bias);
+    if (mg->mode == MODE_DECODE) {
+        io.ids = tm_node_data(mg->g, mg->dec_in);
+        io.logits = tm_node_data(mg->g, mg->cap_logits);
+    }
+    if (mg->mem_bias) io.ctx_tokens = tm_node_shape(mg->mem_bias)[1];
+    return io;
+}
+
+tm_status tm_model_graph_new_opts(tm_model_graph **out, tm_model *m, int64_t batch,
+                                  tm_model_mode mode, const tm_model_graph_opts *opts)
+{
+    if ((unsigned)mode >= TM_MODEL_MODE_COUNT) {
+        if (out) *out = NULL;
+        return tm_fail(TM_ERR_INVALID, "model_graph_new: unknown mode %d", (int)mode);
+    }
+    return graph_new(out, m, batch, mode, opts);
+}
+
+static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_model_mode mode,
+                           const tm_model_graph_opts *opts)
 {
     if (!out) return tm_fail(TM_ERR_INVALID, "model_graph_new: NULL out");
     *out = NULL;
@@ -327,8 +592,6 @@ tm_status tm_model_graph_new(tm_model_graph **out, tm_model *m, int64_t batch, t
         return tm_fail(TM_ERR_INVALID, "model_graph_new: batch %lld outside 1..%d", (long long)batch,
                        1 << 20);
     const model_cfg *c = &m->cfg;
-    if ((unsigned)mode >= TM_MODEL_MODE_COUNT)
-        return tm_fail(TM_ERR_INVALID, "model_graph_new: unknown mode %d", (int)mode);
     if (mode == TM_MODEL_CLASSIFY && !c->num_classes)
         return tm_fail(TM_ERR_INVALID, "model_graph_new: the model has no classifier");
     if (mode == TM_MODEL_EMBED && !c->embed_dim)
@@ -343,17 +606,33 @@ tm_status tm_model_graph_new(tm_model_graph **out, tm_model *m, int64_t batch, t
     mg->m = m;
     mg->B = batch;
     mg->mode = mode;
+    mg->keep_probs = opts && opts->attention_maps;
     mg->text_enc = -1;
     for (int i = 0; i < c->n_enc; i++)
         if (c->enc[i].kind == ENC_TEXT) mg->text_enc = i;
+    mg->weight[LOSS_CLASS] = (float)c->w_class;
+    mg->weight[LOSS_CONTRASTIVE] = (float)c->w_contrastive;
+    mg->weight[LOSS_CAPTION] = (float)c->w_caption;
+    mg->weight[LOSS_MASKED] = (float)c->w_masked;
     mg->g = tm_graph_new();
     mg->L = tm_calloc(1, sizeof *mg->L);
     mg->present = tm_alloc((size_t)batch * (size_t)c->n_enc);
-    if (!mg->g || !mg->L || !mg->present) {
+    int need_cap = mode == TM_MODEL_TRAIN && c->caption;
+    int need_mlm = mode == TM_MODEL_TRAIN && c->masked;
+    if (need_cap) mg->caption = tm_calloc((size_t)(batch * c->caption_tokens), sizeof(int32_t));
+    if (need_mlm)
+        mg->mlm_user = tm_alloc((size_t)(batch * c->enc[mg->text_enc].max_tokens) * sizeof(int32_t));
+    if (!mg->g || !mg->L || !mg->present || (need_cap && !mg->caption) ||
+        (need_mlm && !mg->mlm_user)) {
         s = tm_fail(TM_ERR_NOMEM, "model_graph_new: out of memory");
         goto fail;
     }
     memset(mg->present, 1, (size_t)batch * (size_t)c->n_enc);
+    if (need_cap)
+        for (int64_t k = 0; k < batch * c->caption_tokens; k++) mg->caption[k] = c->caption_pad;
+    if (need_mlm)
+        for (int64_t k = 0; k < batch * c->enc[mg->text_enc].max_tokens; k++)
+            mg->mlm_user[k] = IGNORE_LABEL;
     if ((s = tm_model_declare(c, mg->g, mg->L))) goto fail;
     if ((s = check_layout(m, mg->g))) goto fail;
     for (int i = 0; i < m->n_t; i++)
@@ -386,6 +665,8 @@ void tm_model_graph_free(tm_model_graph *mg)
     tm_graph_free(mg->g);
     tm_free(mg->L);
     tm_free(mg->present);
+    tm_free(mg->caption);
+    tm_free(mg->mlm_user);
     tm_free(mg);
 }
 
@@ -399,6 +680,8 @@ tm_model_inputs tm_model_graph_inputs(tm_model_graph *mg)
     in.mel = mg->mel ? tm_node_data(mg->g, mg->mel) : NULL;
     in.labels = mg->labels ? tm_node_data(mg->g, mg->labels) : NULL;
     in.present = mg->present;
+    in.caption = mg->mode == TM_MODEL_TRAIN ? mg->caption : NULL;
+    in.mlm_labels = mg->mlm_user;
     return in;
 }
 
@@ -459,7 +742,28 @@ static void derive_inputs(tm_model_graph *mg)
         float *gb = tm_node_data(mg->g, mg->gate_bias);
         for (int64_t k = 0; k < B * M; k++) gb[k] = pres[k] ? 0.0f : PAIR_MASKED;
     }
-    for (int i = 0; i < M && mg->cross_bias[0]; i++) {
+    for (int i = 0; i < M && mg->cross_bias[0] && c->fusion == FUSION_BOTTLENECK; i++) {
+        /* stream i: its own tokens (text padding masked), then the
+         * bottleneck tokens, always visible */
+        float *cb = tm_node_data(mg->g, mg->cross_bias[i]);
+        const enc_cfg *e = &c->enc[i];
+        int64_t Tb = e->tokens + c->bottleneck;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < Tb; t++)
+                cb[b * Tb + t] = t < e->tokens && e->kind == ENC_TEXT &&
+                                         tok[b * e->tokens + t] == e->pad_id
+                                     ? -INFINITY
+                                     : 0.0f;
+    }
+    if (mg->bneck_weight) {
+        float *w = tm_node_data(mg->g, mg->bneck_weight);
+        for (int64_t b = 0; b < B; b++) {
+            int n = 0;
+            for (int i = 0; i < M; i++) n += pres[b * M + i] != 0;
+            for (int i = 0; i < M; i++) w[b * M + i] = pres[b * M + i] ? 1.0f / (float)n : 0.0f;
+        }
+    }
+    for (int i = 0; i < M && mg->cross_bias[0] && c->fusion == FUSION_CROSS; i++) {
         /* stream i's context: the other streams' tokens, in encoder order */
         float *cb = tm_node_data(mg->g, mg->cross_bias[i]);
         int64_t Tc = tm_node_shape(mg->cross_bias[i])[1];
@@ -505,11 +809,212 @@ static void derive_inputs(tm_model_graph *mg)
     }
 }
 
+/* 1 when token t of encoder j is a key for example b: the modality is
+ * present and (for text) the token is not padding. */
+static int token_visible(const tm_model_graph *mg, int64_t b, int j, int64_t t)
+{
+    const model_cfg *c = &mg->m->cfg;
+    const enc_cfg *e = &c->enc[j];
+    if (!mg->present[b * c->n_enc + j]) return 0;
+    if (e->kind != ENC_TEXT) return 1;
+    const int32_t *tok = tm_node_data(mg->g, mg->tokens);
+    return tok[b * e->tokens + t] != e->pad_id;
+}
+
+/* The caption context's key bias, and whether an example has a context. */
+static void derive_caption(tm_model_graph *mg)
+{
+    const model_cfg *c = &mg->m->cfg;
+    int64_t B = mg->B, M = c->n_enc, Tm = tm_node_shape(mg->mem_bias)[1];
+    float *mb = tm_node_data(mg->g, mg->mem_bias);
+    for (int64_t b = 0; b < B; b++) {
+        float *row = mb + b * Tm;
+        int64_t at = 0;
+        if (c->caption_context >= 0) {
+            int j = c->caption_context;
+            for (int64_t t = 0; t < c->enc[j].tokens; t++)
+                row[at++] = token_visible(mg, b, j, t) ? 0.0f : -INFINITY;
+            continue;
+        }
+        int any = 0;
+        for (int j = 0; j < M; j++) any |= mg->present[b * M + j] != 0;
+        if (c->fusion == FUSION_EARLY && mg->L->fusion_cls) row[at++] = any ? 0.0f : -INFINITY;
+        for (int j = 0; j < M; j++)
+            for (int64_t t = 0; t < c->enc[j].tokens; t++)
+                row[at++] = token_visible(mg, b, j, t) ? 0.0f : -INFINITY;
+    }
+}
+
+static int context_present(const tm_model_graph *mg, int64_t b)
+{
+    const model_cfg *c = &mg->m->cfg;
+    if (c->caption_context >= 0) return mg->present[b * c->n_enc + c->caption_context] != 0;
+    for (int j = 0; j < c->n_enc; j++)
+        if (mg->present[b * c->n_enc + j]) return 1;
+    return 0;
+}
+
+/* Copies the caller's labels into a loss's label input; a loss without
+ * any label gets a dummy one (so cross-entropy stays finite) and weight 0. */
+static float fill_labels(int32_t *dst, const int32_t *src, int64_t n)
+{
+    int64_t live = 0;
+    for (int64_t k = 0; k < n; k++) {
+        dst[k] = src[k];
+        live += src[k] != IGNORE_LABEL;
+    }
+    if (live) return 1.0f;
+    dst[0] = 0;
+    return 0.0f;
+}
+
+/* The training inputs of the caption and masked-token losses and every
+ * loss weight. */
+static void derive_losses(tm_model_graph *mg)
+{
+    const model_cfg *c = &mg->m->cfg;
+    int64_t B = mg->B;
+    float on[LOSS_COUNT] = {1.0f, 1.0f, 1.0f, 1.0f};
+    if (mg->labels) {
+        int32_t *lab = tm_node_data(mg->g, mg->labels);
+        int64_t live = 0;
+        for (int64_t b = 0; b < B; b++) live += lab[b] != IGNORE_LABEL;
+        if (!live) on[LOSS_CLASS] = 0.0f; /* the caller's buffer: see tm_model_graph_forward */
+    }
+    if (mg->dec_labels) {
+        int64_t Tc = c->caption_tokens;
+        int32_t *in = tm_node_data(mg->g, mg->dec_in), *lab = tm_node_data(mg->g, mg->dec_labels);
+        int64_t live = 0;
+        for (int64_t b = 0; b < B; b++) {
+            int scored = context_present(mg, b);
+            for (int64_t t = 0; t + 1 < Tc; t++) {
+                int32_t next = mg->caption[b * Tc + t + 1];
+                in[b * (Tc - 1) + t] = mg->caption[b * Tc + t];
+                lab[b * (Tc - 1) + t] = scored && next != c->caption_pad ? next : IGNORE_LABEL;
+                live += lab[b * (Tc - 1) + t] != IGNORE_LABEL;
+            }
+        }
+        if (!live) {
+            lab[0] = 0;
+            on[LOSS_CAPTION] = 0.0f;
+        }
+    }
+    if (mg->mlm_labels) {
+        /* an example whose text is absent has no masked-token loss */
+        int64_t T = c->enc[mg->text_enc].max_tokens, M = c->n_enc;
+        int32_t *lab = tm_node_data(mg->g, mg->mlm_labels);
+        on[LOSS_MASKED] = fill_labels(lab, mg->mlm_user, B * T);
+        int64_t live = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++) {
+                if (!mg->present[b * M + mg->text_enc]) lab[b * T + t] = IGNORE_LABEL;
+                live += lab[b * T + t] != IGNORE_LABEL;
+            }
+        if (!live) {
+            lab[0] = 0;
+            on[LOSS_MASKED] = 0.0f;
+        }
+    }
+    for (int k = 0; k < LOSS_COUNT; k++) {
+        mg->live[k] = on[k] != 0.0f;
+        if (mg->w_node[k]) *(float *)tm_node_data(mg->g, mg->w_node[k]) = mg->weight[k] * on[k];
+    }
+}
+
 tm_status tm_model_graph_forward(tm_model_graph *mg)
 {
     if (!mg) return tm_fail(TM_ERR_INVALID, "model_graph_forward: NULL graph");
+    if (mg->mode == MODE_DECODE) return tm_graph_forward(mg->g); /* inputs given whole */
     derive_inputs(mg);
-    return tm_graph_forward(mg->g);
+    if (mg->mem_bias) derive_caption(mg);
+    int32_t saved = 0, *lab = NULL;
+    if (mg->mode == TM_MODEL_TRAIN) {
+        derive_losses(mg);
+        /* classification without any label: a dummy label keeps the
+         * cross-entropy finite (its weight is 0), restored after the pass */
+        if (mg->labels && !mg->live[LOSS_CLASS]) {
+            lab = tm_node_data(mg->g, mg->labels);
+            int64_t live = 0;
+            for (int64_t b = 0; b < mg->B; b++) live += lab[b] != IGNORE_LABEL;
+            if (!live) {
+                saved = lab[0];
+                lab[0] = 0;
+            } else {
+                lab = NULL;
+            }
+        }
+    }
+    tm_status s = tm_graph_forward(mg->g);
+    if (lab) lab[0] = saved;
+    return s;
+}
+
+tm_status tm_model_graph_set_loss_weight(tm_model_graph *mg, const char *loss, float weight)
+{
+    if (!mg || !loss) return tm_fail(TM_ERR_INVALID, "set_loss_weight: NULL argument");
+    if (!(weight >= 0.0f) || isinf(weight))
+        return tm_fail(TM_ERR_INVALID, "set_loss_weight: weight %g for '%s' must be finite and >= 0",
+                       (double)weight, loss);
+    for (int k = 0; k < LOSS_COUNT; k++)
+        if (!strcmp(loss, LOSS_NAMES[k])) {
+            if (!mg->w_node[k])
+                return tm_fail(TM_ERR_INVALID, "set_loss_weight: the %s has no '%s' loss",
+                               mg->mode == TM_MODEL_TRAIN ? "model" : "graph (not a training one)",
+                               loss);
+            mg->weight[k] = weight;
+            return TM_OK;
+        }
+    return tm_fail(TM_ERR_INVALID,
+                   "set_loss_weight: unknown loss '%s' (classification, contrastive, caption, "
+                   "masked)", loss);
+}
+
+const float *tm_model_graph_caption_logits(tm_model_graph *mg)
+{
+    return mg && mg->cap_logits && mg->mode == TM_MODEL_TRAIN ? tm_node_data(mg->g, mg->cap_logits)
+                                                              : NULL;
+}
+
+const float *tm_model_graph_mlm_logits(tm_model_graph *mg)
+{
+    return mg && mg->mlm_logits ? tm_node_data(mg->g, mg->mlm_logits) : NULL;
+}
+
+const float *tm_model_graph_attention(tm_model_graph *mg, const char *stack, int layer,
+                                      int64_t shape[4])
+{
+    if (!mg || !stack) {
+        tm_fail(TM_ERR_INVALID, "graph_attention: NULL argument");
+        return NULL;
+    }
+    if (!mg->keep_probs) {
+        tm_fail(TM_ERR_INVALID, "graph_attention: the graph was made without attention_maps");
+        return NULL;
+    }
+    const model_cfg *c = &mg->m->cfg;
+    tm_node *n = NULL;
+    int ok_layer = layer >= 0 && layer < TM_MODEL_MAX_LAYERS;
+    for (int i = 0; ok_layer && i < c->n_enc; i++) {
+        const char *nm = tm_model_enc_name(c->enc[i].kind);
+        char buf[64];
+        if (!strcmp(stack, nm)) n = mg->enc_probs[i][layer];
+        snprintf(buf, sizeof buf, "fusion.%s", nm);
+        if (!strcmp(stack, buf) && layer < TM_MODEL_MAX_CROSS_LAYERS)
+            n = mg->fusion_probs[layer * TM_MODEL_MAX_ENC + i];
+        snprintf(buf, sizeof buf, "pool.%s", nm);
+        if (!strcmp(stack, buf) && layer == 0) n = mg->pool_probs[i];
+    }
+    if (ok_layer && !strcmp(stack, "fusion") && c->fusion == FUSION_EARLY) n = mg->fusion_probs[layer];
+    if (ok_layer && !strcmp(stack, "caption")) n = mg->cap_probs[layer];
+    if (ok_layer && !strcmp(stack, "caption.cross")) n = mg->cap_xprobs[layer];
+    if (!n) {
+        tm_fail(TM_ERR_INVALID, "graph_attention: no attention layer '%s' %d in this graph", stack,
+                layer);
+        return NULL;
+    }
+    if (shape)
+        for (int d = 0; d < 4; d++) shape[d] = tm_node_shape(n)[d];
+    return tm_node_data(mg->g, n);
 }
 
 tm_status tm_model_graph_backward(tm_model_graph *mg)
@@ -533,11 +1038,20 @@ const float *tm_model_graph_embeddings(tm_model_graph *mg, int i)
 
 tm_model_loss tm_model_graph_loss(tm_model_graph *mg)
 {
-    tm_model_loss l = {NAN, NAN, NAN};
+    tm_model_loss l = {NAN, NAN, NAN, NAN, NAN};
     if (!mg || !mg->loss) return l;
     l.total = *(const float *)tm_node_data(mg->g, mg->loss);
-    if (mg->loss_class) l.classification = *(const float *)tm_node_data(mg->g, mg->loss_class);
-    if (mg->loss_con) l.contrastive = *(const float *)tm_node_data(mg->g, mg->loss_con);
+    float part[LOSS_COUNT];
+    for (int k = 0; k < LOSS_COUNT; k++) {
+        part[k] = NAN;
+        /* a loss without any label in the batch is absent (NaN) */
+        if (mg->loss_part[k] && mg->live[k])
+            part[k] = *(const float *)tm_node_data(mg->g, mg->loss_part[k]);
+    }
+    l.classification = part[LOSS_CLASS];
+    l.contrastive = part[LOSS_CONTRASTIVE];
+    l.caption = part[LOSS_CAPTION];
+    l.masked = part[LOSS_MASKED];
     return l;
 }
 

@@ -12,6 +12,17 @@
 
 /* ------------------------------------------------------------ declare */
 
+/* Block l of a stack of n: stochastic depth grows linearly from 0 at the
+ * first block to the config's drop_path at the last (as in DeiT/timm). */
+static tm_nn_block_params stack_params(const model_cfg *c, int l, int n, uint64_t seed)
+{
+    tm_nn_block_params bp = tm_nn_block_default_params();
+    bp.dropout = (float)c->dropout;
+    bp.seed = seed;
+    bp.drop_path = n > 1 ? (float)(c->drop_path * l / (n - 1)) : (float)c->drop_path;
+    return bp;
+}
+
 static void declare_encoder(const model_cfg *c, int i, tm_graph *g, enc_layers *E)
 {
     const enc_cfg *e = &c->enc[i];
@@ -21,9 +32,30 @@ static void declare_encoder(const model_cfg *c, int i, tm_graph *g, enc_layers *
     if (e->kind == ENC_TEXT) {
         snprintf(name, sizeof name, "%s.tok_emb", nm);
         tm_nn_embedding_declare(&E->tok, g, name, e->vocab, C);
-    } else if (e->kind == ENC_VISION) {
-        snprintf(name, sizeof name, "%s.patch", nm);
-        tm_nn_conv_declare(&E->patch, g, name, 2, e->channels, C, e->patch, (int)e->patch, 0, 1);
+    } else if (e->kind == ENC_VISION || e->apatch) {
+        if (e->cnn) {
+            int64_t cin = e->channels;
+            int k = 0;
+            for (int st = 0; st < e->n_stages; st++)
+                for (int b = 0; b < e->stages[st].blocks; b++, k++) {
+                    int64_t ch = e->stages[st].channels;
+                    snprintf(name, sizeof name, "%s.cnn.%d.%d.conv", nm, st, b);
+                    tm_nn_conv_declare(&E->cnn[k].conv, g, name, 2, cin, ch, 3, 1, 1, 1);
+                    snprintf(name, sizeof name, "%s.cnn.%d.%d.norm", nm, st, b);
+                    tm_nn_groupnorm_declare(&E->cnn[k].norm, g, name, ch, (int)e->norm_groups,
+                                            (float)c->eps);
+                    cin = ch;
+                }
+            snprintf(name, sizeof name, "%s.cnn.proj", nm);
+            tm_nn_linear_declare(&E->cnn_proj, g, name, cin, C, 1);
+        } else if (e->apatch) {
+            snprintf(name, sizeof name, "%s.patch", nm);
+            tm_nn_conv_declare(&E->patch, g, name, 2, 1, C, e->apatch, (int)e->astride, 0, 1);
+        } else {
+            snprintf(name, sizeof name, "%s.patch", nm);
+            tm_nn_conv_declare(&E->patch, g, name, 2, e->channels, C, e->patch, (int)e->patch, 0,
+                               1);
+        }
         if (e->cls_token) {
             snprintf(name, sizeof name, "%s.cls", nm);
             E->cls = tm_param(g, name, 2, (int64_t[]){1, C});
@@ -39,11 +71,11 @@ static void declare_encoder(const model_cfg *c, int i, tm_graph *g, enc_layers *
         snprintf(name, sizeof name, "%s.pos_emb", nm);
         tm_nn_position_declare(&E->pos, g, name, TM_NN_POS_LEARNED, e->tokens, C, 0, 0);
     }
-    tm_nn_block_params bp = tm_nn_block_default_params();
-    bp.dropout = (float)c->dropout;
     for (int l = 0; l < e->layers; l++) {
         snprintf(name, sizeof name, "%s.layers.%d", nm, l);
-        bp.seed = (uint64_t)(i + 1) * 1000 + (uint64_t)l;
+        tm_nn_block_params bp = stack_params(c, l, e->layers, (uint64_t)(i + 1) * 1000 + (uint64_t)l);
+        bp.causal = e->causal;
+        bp.rope_base = (float)e->rope_base;
         tm_nn_block_declare(&E->blocks[l], g, name, C, c->heads, c->mlp_dim, c->act,
                             (float)c->eps, 0, bp);
     }
@@ -64,15 +96,14 @@ tm_status tm_model_declare(const model_cfg *c, tm_graph *g, model_layers *L)
     memset(L, 0, sizeof *L);
     for (int i = 0; i < c->n_enc; i++) declare_encoder(c, i, g, &L->enc[i]);
 
-    tm_nn_block_params bp = tm_nn_block_default_params();
-    bp.dropout = (float)c->dropout;
+    tm_nn_block_params bp;
     if (c->fusion == FUSION_EARLY) {
         if (c->fusion_cls) L->fusion_cls = tm_param(g, "fusion.cls", 2, (int64_t[]){1, C});
         if (c->fusion_type_emb)
             L->type_emb = tm_param(g, "fusion.type_emb", 2, (int64_t[]){c->n_enc + 1, C});
         for (int l = 0; l < c->fusion_layers; l++) {
             snprintf(name, sizeof name, "fusion.layers.%d", l);
-            bp.seed = 9000 + (uint64_t)l;
+            bp = stack_params(c, l, c->fusion_layers, 9000 + (uint64_t)l);
             tm_nn_block_declare(&L->fblocks[l], g, name, C, c->heads, c->mlp_dim, c->act,
                                 (float)c->eps, 0, bp);
         }
@@ -88,14 +119,19 @@ tm_status tm_model_declare(const model_cfg *c, tm_graph *g, model_layers *L)
         if (c->num_classes) tm_nn_linear_declare(&L->head, g, "fusion.head", in, c->num_classes, 1);
     } else {
         /* cross-attention fusion: each stream's layer l attends to the
-         * other streams' tokens */
+         * other streams' tokens; bottleneck fusion: each stream's layer l
+         * attends to itself and the shared bottleneck tokens */
+        int cross = c->fusion == FUSION_CROSS;
+        if (!cross)
+            L->bottleneck = tm_param(g, "fusion.bottleneck", 2, (int64_t[]){c->bottleneck, C});
         for (int i = 0; i < c->n_enc; i++) {
             const char *sn = tm_model_enc_name(c->enc[i].kind);
             for (int l = 0; l < c->fusion_layers; l++) {
                 snprintf(name, sizeof name, "fusion.%s.layers.%d", sn, l);
-                bp.seed = 9000 + (uint64_t)(l * TM_MODEL_MAX_ENC + i);
+                bp = stack_params(c, l, c->fusion_layers,
+                                  9000 + (uint64_t)(l * TM_MODEL_MAX_ENC + i));
                 tm_nn_block_declare(&L->fblocks[l * TM_MODEL_MAX_ENC + i], g, name, C, c->heads,
-                                    c->mlp_dim, c->act, (float)c->eps, 1, bp);
+                                    c->mlp_dim, c->act, (float)c->eps, cross, bp);
             }
             snprintf(name, sizeof name, "fusion.%s.ln", sn);
             tm_nn_layernorm_declare(&L->stream_ln[i], g, name, C, 1, (float)c->eps);
@@ -110,15 +146,35 @@ tm_status tm_model_declare(const model_cfg *c, tm_graph *g, model_layers *L)
         }
         L->logit_scale = tm_param(g, "logit_scale", 0, NULL);
     }
+    for (int i = 0; c->masked && i < c->n_enc; i++)
+        if (c->enc[i].kind == ENC_TEXT)
+            tm_nn_linear_declare(&L->enc[i].mlm, g, "mlm.head", C, c->enc[i].vocab, 1);
+    if (c->caption) {
+        tm_nn_embedding_declare(&L->cap_tok, g, "caption.tok_emb", c->caption_vocab, C);
+        if (c->caption_pos == TM_NN_POS_LEARNED)
+            tm_nn_position_declare(&L->cap_pos, g, "caption.pos_emb", TM_NN_POS_LEARNED,
+                                   c->caption_tokens, C, 0, 0);
+        for (int l = 0; l < c->caption_layers; l++) {
+            snprintf(name, sizeof name, "caption.layers.%d", l);
+            bp = stack_params(c, l, c->caption_layers, 8000 + (uint64_t)l);
+            bp.rope_base = (float)c->caption_rope;
+            tm_nn_decoder_block_declare(&L->cap_blocks[l], g, name, C, c->heads, c->mlp_dim,
+                                        c->act, (float)c->eps, bp);
+        }
+        tm_nn_layernorm_declare(&L->cap_ln, g, "caption.ln", C, 1, (float)c->eps);
+        tm_nn_linear_declare(&L->cap_head, g, "caption.head", C, c->caption_vocab, 1);
+    }
     /* fixed tables last, so the trainable parameters are one prefix */
     for (int i = 0; i < c->n_enc; i++) {
         const enc_cfg *e = &c->enc[i];
         if (e->pos == TM_NN_POS_LEARNED || e->pos == TM_NN_POS_NONE) continue;
         snprintf(name, sizeof name, "%s.pos_emb", tm_model_enc_name(e->kind));
-        int64_t gh = 0, gw = 0;
-        if (e->kind == ENC_VISION) gh = e->image_h / e->patch, gw = e->image_w / e->patch;
-        tm_nn_position_declare(&L->enc[i].pos, g, name, e->pos, e->tokens, C, gh, gw);
+        tm_nn_position_declare(&L->enc[i].pos, g, name, e->pos, e->tokens, C, e->grid_h,
+                               e->grid_w);
     }
+    if (c->caption && c->caption_pos == TM_NN_POS_SINUSOID)
+        tm_nn_position_declare(&L->cap_pos, g, "caption.pos_emb", TM_NN_POS_SINUSOID,
+                               c->caption_tokens, C, 0, 0);
     return tm_graph_status(g) ? tm_fail(tm_graph_status(g), "%s", tm_last_error()) : TM_OK;
 }
 
@@ -171,6 +227,35 @@ static void mark_block(marker *mk, const tm_nn_block *b)
     mark_linear(mk, &b->mlp.fc2);
 }
 
+static void mark_decoder(marker *mk, const tm_nn_decoder_block *b)
+{
+    mark_ln(mk, &b->ln1);
+    mark_ln(mk, &b->ln2);
+    mark_ln(mk, &b->ln3);
+    mark_linear(mk, &b->attn.qkv);
+    mark_linear(mk, &b->attn.out);
+    mark_linear(mk, &b->xattn.qkv);
+    mark_linear(mk, &b->xattn.out);
+    mark_linear(mk, &b->mlp.fc1);
+    mark_linear(mk, &b->mlp.fc2);
+}
+
+/* A fixed table: frozen, filled from its recipe. */
+static void mark_position(marker *mk, const tm_nn_position *pos)
+{
+    if (pos->kind == TM_NN_POS_LEARNED) {
+        mark(mk, pos->table, INIT_NORMAL, 0.02);
+    } else if (pos->table) {
+        mark(mk, pos->table, INIT_FIXED, 0);
+        int k = tm_model_entry_find(mk->m, tm_node_name(pos->table));
+        if (k >= 0) {
+            mk->m->t[k].frozen = 1;
+            mk->m->t[k].pos = *pos;
+            mk->m->t[k].pos.table = NULL;
+        }
+    }
+}
+
 static void mark_conv(marker *mk, const tm_nn_conv *c)
 {
     double fan = (double)c->cin * (double)c->kernel * (c->dims == 2 ? (double)c->kernel : 1.0);
@@ -190,16 +275,14 @@ static int mark_all(tm_model *m, const model_layers *L)
         mark_conv(&mk, &E->patch);
         mark(&mk, E->cls, INIT_NORMAL, 0.02);
         for (int k = 0; k < c->enc[i].n_stem; k++) mark_conv(&mk, &E->stem[k]);
-        if (E->pos.kind == TM_NN_POS_LEARNED) mark(&mk, E->pos.table, INIT_NORMAL, 0.02);
-        else if (E->pos.table) {
-            mark(&mk, E->pos.table, INIT_FIXED, 0);
-            int k = tm_model_entry_find(m, tm_node_name(E->pos.table));
-            if (k >= 0) {
-                m->t[k].frozen = 1;
-                m->t[k].pos = E->pos;
-                m->t[k].pos.table = NULL;
-            }
+        for (int k = 0; k < TM_MODEL_MAX_CNN; k++) {
+            mark_conv(&mk, &E->cnn[k].conv);
+            mark(&mk, E->cnn[k].norm.weight, INIT_ONE, 0);
+            mark(&mk, E->cnn[k].norm.bias, INIT_ZERO, 0);
         }
+        mark_linear(&mk, &E->cnn_proj);
+        mark_linear(&mk, &E->mlm);
+        mark_position(&mk, &E->pos);
         for (int l = 0; l < c->enc[i].layers; l++) mark_block(&mk, &E->blocks[l]);
         mark_ln(&mk, &E->ln);
         mark(&mk, E->pool_query, INIT_NORMAL, 0.02);
@@ -209,7 +292,9 @@ static int mark_all(tm_model *m, const model_layers *L)
     }
     mark(&mk, L->fusion_cls, INIT_NORMAL, 0.02);
     mark(&mk, L->type_emb, INIT_NORMAL, 0.02);
-    int nb = c->fusion == FUSION_CROSS ? c->fusion_layers * TM_MODEL_MAX_ENC : c->fusion_layers;
+    int nb = c->fusion == FUSION_CROSS || c->fusion == FUSION_BOTTLENECK
+                 ? c->fusion_layers * TM_MODEL_MAX_ENC
+                 : c->fusion_layers;
     for (int l = 0; l < nb; l++)
         if (L->fblocks[l].attn.qkv.weight) mark_block(&mk, &L->fblocks[l]);
     mark_ln(&mk, &L->fln);
@@ -218,6 +303,12 @@ static int mark_all(tm_model *m, const model_layers *L)
     mark_linear(&mk, &L->gate);
     mark_linear(&mk, &L->head);
     mark(&mk, L->logit_scale, INIT_CONST, c->logit_scale_init);
+    mark(&mk, L->bottleneck, INIT_NORMAL, 0.02);
+    mark(&mk, L->cap_tok.weight, INIT_NORMAL, 0.02);
+    mark_position(&mk, &L->cap_pos);
+    for (int l = 0; l < c->caption_layers; l++) mark_decoder(&mk, &L->cap_blocks[l]);
+    mark_ln(&mk, &L->cap_ln);
+    mark_linear(&mk, &L->cap_head);
     for (int i = 0; i < m->n_t; i++)
         if ((int)m->t[i].init < 0) mk.ok = 0;
     return mk.ok;
@@ -309,8 +400,6 @@ tm_status tm_model_new_from_json(tm_model **out, const char *json, size_t len, c
     model_cfg cfg;
     tm_status s = tm_model_cfg_parse(&cfg, json, len, origin);
     if (s) return s;
-    if (cfg.fusion != FUSION_EARLY && cfg.fusion != FUSION_LATE && cfg.fusion != FUSION_CROSS)
-        return tm_fail(TM_ERR_UNSUPPORTED, "config %s: unknown fusion", origin ? origin : "");
     return model_from_cfg(out, &cfg);
 }
 
@@ -399,7 +488,7 @@ tm_status tm_model_tensor_at(const tm_model *m, int i, tm_model_tensor *out)
 
 int tm_model_find_tensor(const tm_model *m, const char *name) { return tm_model_entry_find(m, name); }
 
-static const char *const FUSION_STR[FUSION_KIND_COUNT] = {"early", "late", "cross"};
+static const char *const FUSION_STR[FUSION_KIND_COUNT] = {"early", "late", "cross", "bottleneck"};
 
 tm_model_info tm_model_get_info(const tm_model *m)
 {
@@ -429,6 +518,16 @@ tm_model_info tm_model_get_info(const tm_model *m)
     in.embed_dim = c->embed_dim;
     in.dim = c->dim;
     in.fusion = FUSION_STR[c->fusion];
+    in.mask_id = c->masked ? c->mask_id : -1;
+    if (c->caption) {
+        in.caption_tokens = c->caption_tokens;
+        in.caption_vocab = c->caption_vocab;
+        in.caption_bos = c->caption_bos;
+        in.caption_eos = c->caption_eos;
+        in.caption_pad = c->caption_pad;
+        in.caption_context = c->caption_context < 0 ? "fusion"
+                                                    : tm_model_enc_name(c->enc[c->caption_context].kind);
+    }
     return in;
 }
 

@@ -16,12 +16,27 @@
 
 typedef enum { ENC_TEXT = 0, ENC_VISION, ENC_AUDIO, ENC_KIND_COUNT } enc_kind;
 typedef enum { POOL_FIRST = 0, POOL_MEAN, POOL_ATTENTION, POOL_KIND_COUNT } pool_kind;
-typedef enum { FUSION_EARLY = 0, FUSION_LATE, FUSION_CROSS, FUSION_KIND_COUNT } fusion_kind;
+typedef enum {
+    FUSION_EARLY = 0,
+    FUSION_LATE,
+    FUSION_CROSS,
+    FUSION_BOTTLENECK,
+    FUSION_KIND_COUNT
+} fusion_kind;
 typedef enum { COMBINE_CONCAT = 0, COMBINE_SUM, COMBINE_GATED, COMBINE_KIND_COUNT } combine_kind;
 
 typedef struct {
     int64_t kernel, stride, pad;
 } stem_cfg;
+
+#define TM_MODEL_MAX_STAGES 6 /* CNN backbone stages */
+
+typedef struct {
+    int64_t channels, blocks, pool;
+} cnn_stage;
+
+/* The caption decoder's context: the fused tokens, or one encoder's. */
+#define CAPTION_CONTEXT_FUSION (-1)
 
 typedef struct {
     enc_kind kind;
@@ -29,24 +44,32 @@ typedef struct {
     tm_nn_pos_kind pos;
     pool_kind pool;
     int64_t tokens; /* sequence length through the blocks (derived) */
+    int64_t grid_h, grid_w; /* patch grid (vision, audio patches; derived) */
     /* text */
     int64_t vocab, max_tokens;
     int32_t pad_id;
+    int causal;       /* a causal (decoder-style) text encoder */
+    double rope_base; /* "positions": "rotary" */
     /* vision */
     int64_t channels, image_h, image_w, patch;
-    int cls_token;
+    int cls_token;    /* vision, and audio patches */
+    int cnn;          /* "backbone": "cnn" */
+    int n_stages;
+    cnn_stage stages[TM_MODEL_MAX_STAGES];
+    int64_t norm_groups;
     /* audio */
     int64_t n_mels, n_frames;
     int n_stem;
     stem_cfg stem[TM_MODEL_MAX_STEM];
     tm_nn_act stem_act;
+    int64_t apatch, astride; /* AST-style 2-D patches (apatch > 0) instead of the stem */
 } enc_cfg;
 
 typedef struct {
     char name[64];
     int64_t dim, heads, mlp_dim;
     tm_nn_act act;
-    double eps, dropout;
+    double eps, dropout, drop_path;
     int n_enc;
     enc_cfg enc[TM_MODEL_MAX_ENC];
     /* fusion */
@@ -56,11 +79,22 @@ typedef struct {
     combine_kind combine;             /* late */
     int64_t fusion_hidden;            /* late: MLP hidden (0 = no MLP) */
     int64_t fusion_tokens;            /* early: length of the joint sequence (derived) */
+    int64_t bottleneck;               /* bottleneck: number of shared fusion tokens */
     /* heads */
     int64_t num_classes;  /* 0 = no classifier */
     int64_t embed_dim;    /* 0 = no contrastive head */
     double logit_scale_init, logit_scale_max;
-    double w_class, w_contrastive;
+    /* caption decoder */
+    int caption;
+    int caption_layers, caption_context; /* encoder index or CAPTION_CONTEXT_FUSION */
+    int64_t caption_tokens, caption_vocab;
+    int32_t caption_bos, caption_eos, caption_pad;
+    tm_nn_pos_kind caption_pos;
+    double caption_rope;
+    /* masked-token head over the text encoder */
+    int masked;
+    int32_t mask_id;
+    double w_class, w_contrastive, w_caption, w_masked;
 } model_cfg;
 
 const char *tm_model_enc_name(enc_kind k);
@@ -73,11 +107,21 @@ char *tm_model_cfg_to_json(const model_cfg *c);
 /* ------------------------------------------------ the layers of a model */
 
 typedef struct {
+    tm_nn_conv conv;
+    tm_nn_groupnorm norm;
+} cnn_layer;
+
+#define TM_MODEL_MAX_CNN (TM_MODEL_MAX_STAGES * 4) /* conv layers of a CNN backbone */
+
+typedef struct {
     /* text */
     tm_nn_embedding tok;
-    /* vision */
+    tm_nn_linear mlm;            /* masked-token head */
+    /* vision (and audio patches) */
     tm_nn_conv patch;
     tm_node *cls;
+    cnn_layer cnn[TM_MODEL_MAX_CNN];
+    tm_nn_linear cnn_proj;
     /* audio */
     tm_nn_conv stem[TM_MODEL_MAX_STEM];
     /* every encoder */
@@ -99,6 +143,13 @@ typedef struct {
     tm_nn_linear gate;                   /* late, gated: one score per modality */
     tm_nn_linear head;
     tm_node *logit_scale;
+    tm_node *bottleneck;                 /* bottleneck fusion tokens (n, C) */
+    /* caption decoder */
+    tm_nn_embedding cap_tok;
+    tm_nn_position cap_pos;
+    tm_nn_decoder_block cap_blocks[TM_MODEL_MAX_LAYERS];
+    tm_nn_layernorm cap_ln;
+    tm_nn_linear cap_head;
 } model_layers;
 
 /* Declares every parameter of the model in the canonical order (trainable
@@ -140,5 +191,26 @@ struct tm_model {
 int tm_model_entry_find(const tm_model *m, const char *name);
 /* Fills every fixed table from its recipe. */
 void tm_model_fill_fixed(tm_model *m);
+
+/* ------------------------------------------------- private graph modes */
+
+/* The captioner's graphs: the caption context of the inputs (root (B, Tm,
+ * C); its key bias derived from the inputs), and the decoder alone
+ * (inputs: ids (B, caption_tokens), context and its bias; root: logits
+ * (B, caption_tokens, V)). */
+#define TM_MODEL_MODE_CONTEXT ((tm_model_mode)(TM_MODEL_MODE_COUNT + 1))
+#define TM_MODEL_MODE_DECODE ((tm_model_mode)(TM_MODEL_MODE_COUNT + 2))
+
+tm_status tm_model_graph_new_internal(tm_model_graph **out, tm_model *m, int64_t batch,
+                                      tm_model_mode mode, const tm_model_graph_opts *opts);
+
+typedef struct {
+    float *ctx, *ctx_bias; /* (B, Tm, C), (B, Tm) */
+    int32_t *ids;          /* decoder: (B, caption_tokens) */
+    const float *logits;   /* decoder: (B, caption_tokens, V) */
+    int64_t ctx_tokens;    /* Tm */
+} tm_model_caption_io;
+
+tm_model_caption_io tm_model_graph_caption_io(tm_model_graph *mg);
 
 #endif

@@ -1,5 +1,6 @@
 /* Multi-head attention with a fused QKV projection, and the pre-LayerNorm
  * transformer block built on it. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -86,7 +87,12 @@ tm_node *tm_nn_attention_self(tm_graph *g, const tm_nn_attention *a, tm_node *x,
     tm_node *qkv = tm_nn_linear_forward(g, &a->qkv, x); /* (B, T, 3C) */
     tm_node *p[3];
     split_groups(g, qkv, 3, a->heads, p);
-    tm_node *o = tm_attention(g, p[0], p[1], p[2], key_bias, 0.0f, 0); /* (B, H, T, D) */
+    if (a->rope_base > 0) {
+        p[0] = tm_rope(g, p[0], 0, a->rope_base);
+        p[1] = tm_rope(g, p[1], 0, a->rope_base);
+    }
+    if (a->probs) *a->probs = tm_attention_probs(g, p[0], p[1], key_bias, 0.0f, a->causal);
+    tm_node *o = tm_attention(g, p[0], p[1], p[2], key_bias, 0.0f, a->causal); /* (B, H, T, D) */
     return tm_nn_linear_forward(g, &a->out, tm_nn_merge_heads(g, o));
 }
 
@@ -102,6 +108,8 @@ tm_node *tm_nn_attention_subset(tm_graph *g, const tm_nn_attention *a, tm_node *
     if (!check_tokens(g, "cross-attention", x, a->C) ||
         !check_tokens(g, "cross-attention context", ctx, a->C))
         return NULL;
+    if (a->causal)
+        return tm_nn_fail(g, "attention over a subset of queries or a context cannot be causal");
     int64_t C = a->C;
     /* rows [0, C) of the fused weight project queries, [C, 3C) keys and
      * values; slicing the (small) weight keeps one set of names */
@@ -112,6 +120,13 @@ tm_node *tm_nn_attention_subset(tm_graph *g, const tm_nn_attention *a, tm_node *
     tm_node *q = tm_nn_split_heads(g, tm_linear(g, x, wq, bq), a->heads);
     tm_node *kv[2];
     split_groups(g, tm_linear(g, ctx, wkv, bkv), 2, a->heads, kv);
+    if (a->rope_base > 0) {
+        /* the queries are the first tokens of the keys' sequence (a
+         * subset of a self-attention), so both start at position 0 */
+        q = tm_rope(g, q, 0, a->rope_base);
+        kv[0] = tm_rope(g, kv[0], 0, a->rope_base);
+    }
+    if (a->probs) *a->probs = tm_attention_probs(g, q, kv[0], key_bias, 0.0f, 0);
     tm_node *o = tm_attention(g, q, kv[0], kv[1], key_bias, 0.0f, 0);
     return tm_nn_linear_forward(g, &a->out, tm_nn_merge_heads(g, o));
 }
@@ -120,8 +135,35 @@ tm_node *tm_nn_attention_subset(tm_graph *g, const tm_nn_attention *a, tm_node *
 
 tm_nn_block_params tm_nn_block_default_params(void)
 {
-    tm_nn_block_params p = {0.0f, 0};
+    tm_nn_block_params p;
+    memset(&p, 0, sizeof p);
     return p;
+}
+
+static int check_params(tm_graph *g, const char *name, tm_nn_block_params p)
+{
+    if (!(p.dropout >= 0.0f && p.dropout < 1.0f)) {
+        tm_nn_fail(g, "block '%s': dropout must be in [0, 1)", name);
+        return 0;
+    }
+    if (!(p.drop_path >= 0.0f && p.drop_path < 1.0f)) {
+        tm_nn_fail(g, "block '%s': drop_path must be in [0, 1)", name);
+        return 0;
+    }
+    if (!(p.rope_base >= 0.0f) || isinf(p.rope_base)) {
+        tm_nn_fail(g, "block '%s': rope_base must be 0 (off) or positive", name);
+        return 0;
+    }
+    return 1;
+}
+
+/* x + drop_path(dropout(h)): a residual branch with its regularisers;
+ * k tells the branches of one block apart. */
+static tm_node *residual(tm_graph *g, tm_node *x, tm_node *h, const tm_nn_block_params *p, int k)
+{
+    h = tm_nn_dropout(g, h, p->dropout, p->seed * 4 + (uint64_t)k);
+    if (p->drop_path > 0) h = tm_drop_path(g, h, p->drop_path, p->seed * 4 + 3 + ((uint64_t)k << 32));
+    return tm_add(g, x, h);
 }
 
 tm_status tm_nn_block_declare(tm_nn_block *b, tm_graph *g, const char *name, int64_t C,
@@ -132,14 +174,18 @@ tm_status tm_nn_block_declare(tm_nn_block *b, tm_graph *g, const char *name, int
     memset(b, 0, sizeof *b);
     b->cross = cross != 0;
     b->p = p;
-    if (!(p.dropout >= 0.0f && p.dropout < 1.0f)) {
-        tm_nn_fail(g, "block '%s': dropout must be in [0, 1)", name);
+    if (!check_params(g, name, p)) return tm_nn_status(g);
+    if (b->cross && (p.causal || p.rope_base > 0)) {
+        tm_nn_fail(g, "block '%s': a cross-attention block takes no causal mask or rotary "
+                      "positions", name);
         return tm_nn_status(g);
     }
     snprintf(sub, sizeof sub, "%s.ln1", name);
     tm_nn_layernorm_declare(&b->ln1, g, sub, C, 1, eps);
     snprintf(sub, sizeof sub, "%s.attn", name);
     tm_nn_attention_declare(&b->attn, g, sub, C, heads);
+    b->attn.causal = p.causal;
+    b->attn.rope_base = p.rope_base;
     if (b->cross) {
         snprintf(sub, sizeof sub, "%s.ln_ctx", name);
         tm_nn_layernorm_declare(&b->ln_ctx, g, sub, C, 1, eps);
@@ -163,9 +209,9 @@ tm_node *tm_nn_block_forward(tm_graph *g, const tm_nn_block *b, tm_node *x, tm_n
                                   key_bias);
     else
         h = tm_nn_attention_self(g, &b->attn, h, key_bias);
-    x = tm_add(g, x, tm_nn_dropout(g, h, b->p.dropout, b->p.seed * 2 + 0));
+    x = residual(g, x, h, &b->p, 0);
     h = tm_nn_mlp_forward(g, &b->mlp, tm_nn_layernorm_forward(g, &b->ln2, x));
-    return tm_add(g, x, tm_nn_dropout(g, h, b->p.dropout, b->p.seed * 2 + 1));
+    return residual(g, x, h, &b->p, 1);
 }
 
 tm_node *tm_nn_block_forward_first(tm_graph *g, const tm_nn_block *b, tm_node *x,
@@ -181,7 +227,46 @@ tm_node *tm_nn_block_forward_first(tm_graph *g, const tm_nn_block *b, tm_node *x
     tm_node *h = tm_nn_layernorm_forward(g, &b->ln1, x);
     tm_node *hq = tm_slice(g, h, 1, 0, n_out, 1);
     h = tm_nn_attention_subset(g, &b->attn, hq, h, key_bias);
-    x = tm_add(g, tm_slice(g, x, 1, 0, n_out, 1), tm_nn_dropout(g, h, b->p.dropout, b->p.seed * 2));
+    x = residual(g, tm_slice(g, x, 1, 0, n_out, 1), h, &b->p, 0);
     h = tm_nn_mlp_forward(g, &b->mlp, tm_nn_layernorm_forward(g, &b->ln2, x));
-    return tm_add(g, x, tm_nn_dropout(g, h, b->p.dropout, b->p.seed * 2 + 1));
+    return residual(g, x, h, &b->p, 1);
+}
+
+/* ------------------------------------------------------ decoder blocks */
+
+tm_status tm_nn_decoder_block_declare(tm_nn_decoder_block *b, tm_graph *g, const char *name,
+                                      int64_t C, int64_t heads, int64_t hidden, tm_nn_act act,
+                                      float eps, tm_nn_block_params p)
+{
+    char sub[TM_NN_NAME_MAX];
+    memset(b, 0, sizeof *b);
+    b->p = p;
+    if (!check_params(g, name, p)) return tm_nn_status(g);
+    snprintf(sub, sizeof sub, "%s.ln1", name);
+    tm_nn_layernorm_declare(&b->ln1, g, sub, C, 1, eps);
+    snprintf(sub, sizeof sub, "%s.attn", name);
+    tm_nn_attention_declare(&b->attn, g, sub, C, heads);
+    b->attn.causal = 1;
+    b->attn.rope_base = p.rope_base;
+    snprintf(sub, sizeof sub, "%s.ln2", name);
+    tm_nn_layernorm_declare(&b->ln2, g, sub, C, 1, eps);
+    snprintf(sub, sizeof sub, "%s.xattn", name);
+    tm_nn_attention_declare(&b->xattn, g, sub, C, heads);
+    snprintf(sub, sizeof sub, "%s.ln3", name);
+    tm_nn_layernorm_declare(&b->ln3, g, sub, C, 1, eps);
+    snprintf(sub, sizeof sub, "%s.mlp", name);
+    tm_nn_mlp_declare(&b->mlp, g, sub, C, hidden, act);
+    return tm_nn_status(g);
+}
+
+tm_node *tm_nn_decoder_block_forward(tm_graph *g, const tm_nn_decoder_block *b, tm_node *x,
+                                     tm_node *ctx, tm_node *ctx_bias)
+{
+    if (!ctx) return tm_nn_fail(g, "decoder block: a context is needed");
+    tm_node *h = tm_nn_attention_self(g, &b->attn, tm_nn_layernorm_forward(g, &b->ln1, x), NULL);
+    x = residual(g, x, h, &b->p, 0);
+    h = tm_nn_attention_cross(g, &b->xattn, tm_nn_layernorm_forward(g, &b->ln2, x), ctx, ctx_bias);
+    x = residual(g, x, h, &b->p, 1);
+    h = tm_nn_mlp_forward(g, &b->mlp, tm_nn_layernorm_forward(g, &b->ln3, x));
+    return residual(g, x, h, &b->p, 2);
 }

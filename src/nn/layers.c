@@ -106,6 +106,30 @@ tm_node *tm_nn_layernorm_forward(tm_graph *g, const tm_nn_layernorm *ln, tm_node
     return tm_layernorm(g, x, ln->weight, ln->bias, ln->eps);
 }
 
+/* --------------------------------------------------------- group norm */
+
+tm_status tm_nn_groupnorm_declare(tm_nn_groupnorm *n, tm_graph *g, const char *name, int64_t C,
+                                  int groups, float eps)
+{
+    memset(n, 0, sizeof *n);
+    n->C = C;
+    n->groups = groups;
+    n->eps = eps;
+    if (C < 1 || groups < 1 || C % groups) {
+        tm_nn_fail(g, "groupnorm '%s': %d groups do not divide %lld channels", name, groups,
+                   (long long)C);
+        return tm_nn_status(g);
+    }
+    n->weight = tm_nn_param(g, name, "weight", 1, (int64_t[]){C});
+    n->bias = tm_nn_param(g, name, "bias", 1, (int64_t[]){C});
+    return tm_nn_status(g);
+}
+
+tm_node *tm_nn_groupnorm_forward(tm_graph *g, const tm_nn_groupnorm *n, tm_node *x)
+{
+    return tm_groupnorm(g, x, n->groups, n->weight, n->bias, n->eps);
+}
+
 /* -------------------------------------------------------- activations */
 
 static const char *const ACT_NAMES[TM_NN_ACT_COUNT] = {"gelu", "gelu_tanh", "relu", "silu"};

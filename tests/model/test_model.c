@@ -148,7 +148,7 @@ static void test_validation(void)
         {"\"layers\": 2}", "\"layers\": 2, \"cls_token\": false}", "set \"fusion.cls_token\""},
         {"\"dim\": 16, \"heads\"", "\"heads\"", "missing key \"dim\""},
         {"{\"dim\"", "[{\"dim\"", "not valid JSON"},
-        {"\"vocab_size\": 20", "\"vocab_size\": 20, \"positions\": \"rotary\"",
+        {"\"vocab_size\": 20", "\"vocab_size\": 20, \"positions\": \"spiral\"",
          "\"encoders[0].positions\" must be one of"},
         {"\"dim\": 8}", "\"dim\": 8, \"temperature\": 1}", "unknown key \"contrastive.temperature\""},
         {"\"image_size\": 8", "\"image_size\": [8]", "\"encoders[1].image_size\" must be"},
@@ -433,6 +433,7 @@ int main(void)
     test_missing("\"fusion\": {\"type\": \"late\", \"combine\": \"concat\"}");
     test_missing("\"fusion\": {\"type\": \"late\", \"combine\": \"sum\"}");
     test_missing("\"fusion\": {\"type\": \"cross\", \"layers\": 2}");
+    test_missing("\"fusion\": {\"type\": \"bottleneck\", \"layers\": 2, \"tokens\": 3}");
     test_shared();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

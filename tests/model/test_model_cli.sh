@@ -44,5 +44,12 @@ check bench-infer 0 "$bin" bench infer --config "$cfg" --batch 2 --threads 1 --r
 json_lines bench-infer; contains bench-infer '"latency_ms_p99"'
 check bench-train 0 "$bin" bench train --config "$tmp/m" --batch 2 --reps 2 --warmup 1 --json
 json_lines bench-train; contains bench-train '"step_ms_median"'
+# every example config beside bench-small builds (architecture, parameters, memory)
+for c in "$src"/configs/*.json; do
+  n=$(basename "$c" .json)
+  check "inspect-$n" 0 "$bin" inspect "$c"; contains "inspect-$n" "trainable parameters"
+done
+check inspect-caption 0 "$bin" inspect "$src/configs/caption-cnn-ast.json"
+contains inspect-caption "caption.layers (2 blocks)"; contains inspect-caption "vision.cnn"
 echo "model cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -11,7 +11,7 @@
  *
  * For each case this program loads the folder, runs a training graph
  * forward and backward, and compares: logits and embeddings within 1e-4
- * relative (abs floor 1e-5), the losses within 1e-4 relative, and each
+ * relative (abs floor 1e-5), the losses within 1e-5 relative, and each
  * parameter's gradient within 1e-3 relative with an abs floor of 1e-4 of
  * that tensor's largest gradient, plus 1e-8 (entries near zero carry only
  * rounding).
@@ -20,7 +20,27 @@
  * which must agree bit for bit.
  *
  * The same for small late-fusion (gated, sum, concat) and cross-attention
- * fusion models (tests/data/model/{late,late_sum,late_concat,cross}).
+ * fusion models (tests/data/model/{late,late_sum,late_concat,cross}), and
+ * for the model features that came after them:
+ *   bottleneck/     bottleneck fusion, a CNN vision backbone (GroupNorm,
+ *                   max-pool), AST-style audio patches with sin-cos 2-D
+ *                   positions and a CLS token, classifier and contrastive
+ *   early_caption/  a causal text encoder with rotary positions, early
+ *                   fusion, a caption decoder over the fused tokens (rotary),
+ *                   a masked-token head, loss weights 0.5 / 0.7 / 0.3
+ *   asr/            late fusion and a caption decoder over the audio
+ *                   encoder (speech recognition), learned positions
+ * These run at batch 5-6: their "missing" case also has an example with no
+ * modality at all, and a caption row of padding only. Their loss vector is
+ * (total, classification, contrastive, caption, masked) (the older cases
+ * stop after contrastive; NaN = no label for that part, in both). The
+ * caption and masked-token logits are checked like the class logits, and
+ * the captioner's summed log-probability of the given captions
+ * (tm_model_captioner_score: its own context and decoder graphs) against
+ * the twin's within 1e-4 relative (-inf where the context is missing);
+ * greedy decoding (tm_model_captioner_run, beam 1) must give the twin's
+ * ids and lengths (the caption head's EOS bias was nudged so they stop at
+ * varied lengths) and its score within 1e-4 relative.
  *
  * TM_TWIN_DIR=path runs the same on another exported folder (for example
  * bench-small: scripts/bench_small_twin.py export configs/bench-small.json
@@ -33,7 +53,9 @@
 #include "trimodal/io.h"
 #include "trimodal/model.h"
 
-static double worst_logit_rel, worst_grad_rel, worst_grad_abs_over_max;
+static double worst_logit_rel, worst_grad_rel, worst_grad_abs_over_max, worst_loss_rel;
+static double worst_score_rel;
+static int greedy_checked, greedy_skipped, have_scores;
 
 /* Max relative error over entries above the floor, for the report. */
 static void track(const float *got, const float *want, int64_t n, double floor, double *worst)
@@ -75,6 +97,32 @@ static void snap_add(snapshot *s, const float *x, size_t n)
     s->n += n;
 }
 
+/* An output of the training graph against the twin's tensor `name`:
+ * within 1e-4 relative with an abs floor of 1e-5, as the class logits. */
+static void compare_out(const char *cas, const char *name, const float *got, tm_safetensors *st,
+                        int64_t n, int check, snapshot *snap)
+{
+    char what[256];
+    snprintf(what, sizeof what, "%s %s", cas, name);
+    const float *want = get_f32(st, name, n);
+    if (!got) {
+        fprintf(stderr, "%s: the graph has no such output\n", what);
+        test_checks++, test_failures++;
+        return;
+    }
+    if (!want) return;
+    if (check) check_close(what, got, want, n, 1e-5, 1e-4);
+    track(got, want, n, 1e-5, &worst_logit_rel);
+    snap_add(snap, got, (size_t)n);
+}
+
+/* tm_model_captioner_score (the captioner's own context and decoder
+ * graphs) against the twin's summed log-probability of each caption:
+ * within 1e-4 relative (abs floor 1e-4); -inf where the context is
+ * missing. */
+static void check_score(tm_model *m, tm_safetensors *st, int64_t B, int check, snapshot *snap);
+static void check_greedy(tm_model *m, tm_safetensors *st, int64_t B, int check, snapshot *snap);
+
 /* Fills the inputs of a graph from the vectors file. */
 static int fill_inputs(tm_model_graph *mg, const tm_model *m, tm_safetensors *st, int64_t B)
 {
@@ -98,6 +146,18 @@ static int fill_inputs(tm_model_graph *mg, const tm_model *m, tm_safetensors *st
     if (in.labels) {
         if (tm_safetensors_get(st, "labels", &t) || t.dtype != TM_I32) return 0;
         memcpy(in.labels, t.data, (size_t)B * 4);
+    }
+    if (in.caption) {
+        if (tm_safetensors_get(st, "caption", &t) || t.dtype != TM_I32 ||
+            tm_tensor_numel(&t) != B * info.caption_tokens)
+            return 0;
+        memcpy(in.caption, t.data, (size_t)(B * info.caption_tokens) * 4);
+    }
+    if (in.mlm_labels) {
+        if (tm_safetensors_get(st, "mlm_labels", &t) || t.dtype != TM_I32 ||
+            tm_tensor_numel(&t) != B * info.text_tokens)
+            return 0;
+        memcpy(in.mlm_labels, t.data, (size_t)(B * info.text_tokens) * 4);
     }
     if (tm_safetensors_get(st, "present", &t) || t.dtype != TM_I32) return 0;
     const int32_t *p = t.data;
@@ -149,12 +209,38 @@ static void run_case(const char *dir, const char *cas, int check, snapshot *snap
             snap_add(snap, got, (size_t)(B * info.embed_dim));
         }
     }
-    const float *wl = get_f32(st, "loss", 3);
+    if (info.caption_tokens) {
+        int64_t n = B * (info.caption_tokens - 1) * info.caption_vocab;
+        compare_out(cas, "caption_logits", tm_model_graph_caption_logits(mg), st, n, check, snap);
+    }
+    if (info.mask_id >= 0) {
+        int64_t n = B * info.text_tokens * info.vocab_size;
+        compare_out(cas, "mlm_logits", tm_model_graph_mlm_logits(mg), st, n, check, snap);
+    }
+    /* the losses: (total, classification, contrastive[, caption, masked]);
+     * NaN = the batch has no label for that part, and so must trimodal's */
+    tm_tensor lt;
+    int64_t n_loss = tm_safetensors_get(st, "loss", &lt) == TM_OK ? tm_tensor_numel(&lt) : 0;
+    CHECK(n_loss == 3 || n_loss == 5);
+    const float *wl = n_loss == 3 || n_loss == 5 ? get_f32(st, "loss", n_loss) : NULL;
     tm_model_loss l = tm_model_graph_loss(mg);
     if (wl && check) {
-        CHECK_NEAR(l.total, wl[0], 1e-6, 1e-4);
-        if (!isnan(wl[1])) CHECK_NEAR(l.classification, wl[1], 1e-6, 1e-4);
-        if (!isnan(wl[2])) CHECK_NEAR(l.contrastive, wl[2], 1e-6, 1e-4);
+        const float got[5] = {l.total, l.classification, l.contrastive, l.caption, l.masked};
+        static const char *const part[5] = {"total", "classification", "contrastive", "caption",
+                                            "masked"};
+        for (int k = 0; k < n_loss; k++) {
+            test_checks++;
+            int ok;
+            if (isnan(wl[k])) ok = k > 0 && isnan(got[k]);
+            else ok = fabs((double)got[k] - wl[k]) <= 1e-5 * fabs((double)wl[k]) + 1e-7;
+            if (!ok) {
+                test_failures++;
+                fprintf(stderr, "%s loss.%s = %.9g, want %.9g (1e-5 relative)\n", cas, part[k],
+                        (double)got[k], (double)wl[k]);
+            }
+            if (!isnan(wl[k]) && fabs((double)wl[k]) > 0)
+                worst_loss_rel = fmax(worst_loss_rel, fabs((double)got[k] - wl[k]) / fabs((double)wl[k]));
+        }
     }
     snap_add(snap, &l.total, 1);
 
@@ -204,6 +290,10 @@ static void run_case(const char *dir, const char *cas, int check, snapshot *snap
             CHECK(0);
         }
     }
+    if (info.caption_tokens) {
+        check_score(m, st, B, check, snap);
+        check_greedy(m, st, B, check, snap);
+    }
 done:
     tm_model_graph_free(mg);
     tm_model_graph_free(mc);
@@ -212,10 +302,127 @@ done:
     tm_model_free(m);
 }
 
+/* A captioner's inputs (tokens, image, mel, present) from the vectors. */
+static int fill_captioner(tm_model_captioner *cap, const tm_model *m, tm_safetensors *st, int64_t B)
+{
+    tm_model_info info = tm_model_get_info(m);
+    tm_model_inputs in = tm_model_captioner_inputs(cap);
+    tm_tensor tt, pt;
+    const float *x;
+    if (in.tokens) {
+        if (tm_safetensors_get(st, "tokens", &tt) || tt.dtype != TM_I32) return 0;
+        memcpy(in.tokens, tt.data, (size_t)(B * info.text_tokens) * 4);
+    }
+    if (in.image) {
+        if (!(x = get_f32(st, "image", B * info.image_channels * info.image_h * info.image_w)))
+            return 0;
+        memcpy(in.image, x, (size_t)(B * info.image_channels * info.image_h * info.image_w) * 4);
+    }
+    if (in.mel) {
+        if (!(x = get_f32(st, "mel", B * info.n_mels * info.n_frames))) return 0;
+        memcpy(in.mel, x, (size_t)(B * info.n_mels * info.n_frames) * 4);
+    }
+    if (tm_safetensors_get(st, "present", &pt) || pt.dtype != TM_I32) return 0;
+    const int32_t *p = pt.data;
+    for (int64_t i = 0; i < B * info.n_modalities; i++) in.present[i] = (uint8_t)(p[i] != 0);
+    return 1;
+}
+
+/* Greedy decoding (tm_model_captioner_run, beam 1) against the twin's:
+ * the same ids and lengths, the score within 1e-4 relative; an example
+ * whose path passed a near tie (two candidates within 2e-4 in
+ * log-probability, ~20x trimodal's rounding here) is skipped. */
+static void check_greedy(tm_model *m, tm_safetensors *st, int64_t B, int check, snapshot *snap)
+{
+    tm_model_info info = tm_model_get_info(m);
+    int64_t G = info.caption_tokens - 1;
+    tm_model_captioner *cap = NULL;
+    tm_tensor it, lt;
+    const float *want_score = get_f32(st, "caption_greedy_score", B);
+    const float *margin = get_f32(st, "caption_greedy_margin", B);
+    CHECK_OK(tm_model_captioner_new(&cap, m, B, tm_caption_default_params()));
+    if (!cap || !want_score || !margin || tm_safetensors_get(st, "caption_greedy", &it) ||
+        tm_safetensors_get(st, "caption_greedy_len", &lt) || tm_tensor_numel(&it) != B * G ||
+        !fill_captioner(cap, m, st, B)) {
+        CHECK(0);
+        tm_model_captioner_free(cap);
+        return;
+    }
+    const int32_t *want_ids = it.data, *want_len = lt.data;
+    int32_t *ids = calloc((size_t)(B * G), sizeof *ids), *len = calloc((size_t)B, sizeof *len);
+    float *score = calloc((size_t)B, sizeof *score);
+    if (ids && len && score && tm_model_captioner_run(cap, ids, len, score) == TM_OK) {
+        for (int64_t b = 0; check && b < B; b++) {
+            if (margin[b] < 2e-4f) {
+                greedy_skipped++;
+                continue;
+            }
+            greedy_checked++;
+            test_checks++;
+            int ok = len[b] == want_len[b] && !memcmp(ids + b * G, want_ids + b * G, (size_t)G * 4);
+            if (isinf(want_score[b])) ok = ok && isinf(score[b]) && score[b] < 0;
+            else ok = ok && fabs((double)score[b] - want_score[b]) <= 1e-4 * fabs((double)want_score[b]);
+            if (!ok) {
+                test_failures++;
+                fprintf(stderr, "greedy caption of example %lld: %d tokens, score %.9g; want %d "
+                                "tokens, score %.9g\n",
+                        (long long)b, (int)len[b], (double)score[b], (int)want_len[b],
+                        (double)want_score[b]);
+            }
+        }
+        snap_add(snap, score, (size_t)B);
+    } else {
+        CHECK(0);
+        fprintf(stderr, "captioner_run: %s\n", tm_last_error());
+    }
+    free(ids);
+    free(len);
+    free(score);
+    tm_model_captioner_free(cap);
+}
+
+static void check_score(tm_model *m, tm_safetensors *st, int64_t B, int check, snapshot *snap)
+{
+    tm_model_captioner *cap = NULL;
+    tm_tensor ct;
+    const float *want = get_f32(st, "caption_logprob", B);
+    CHECK_OK(tm_model_captioner_new(&cap, m, B, tm_caption_default_params()));
+    if (!cap || !want || tm_safetensors_get(st, "caption", &ct) || ct.dtype != TM_I32 ||
+        !fill_captioner(cap, m, st, B)) {
+        CHECK(0);
+        tm_model_captioner_free(cap);
+        return;
+    }
+    float got[64];
+    CHECK(B <= 64);
+    if (B <= 64 && tm_model_captioner_score(cap, ct.data, got) == TM_OK) {
+        for (int64_t b = 0; check && b < B; b++) {
+            test_checks++;
+            have_scores = 1;
+            int ok = isinf(want[b]) ? isinf(got[b]) && got[b] < 0
+                                    : fabs((double)got[b] - want[b]) <= 1e-4 * fabs((double)want[b]) + 1e-4;
+            if (!ok) {
+                test_failures++;
+                fprintf(stderr, "captioner score of example %lld = %.9g, want %.9g\n",
+                        (long long)b, (double)got[b], (double)want[b]);
+            }
+            if (!isinf(want[b]) && want[b] != 0)
+                worst_score_rel = fmax(worst_score_rel, fabs((double)got[b] - want[b]) / fabs((double)want[b]));
+        }
+        snap_add(snap, got, (size_t)B);
+    } else {
+        CHECK(0);
+        fprintf(stderr, "captioner_score: %s\n", tm_last_error());
+    }
+    tm_model_captioner_free(cap);
+}
+
 static void run_dir(const char *dir)
 {
     const char *cases[] = {"full", "missing"};
-    worst_logit_rel = worst_grad_rel = worst_grad_abs_over_max = 0;
+    worst_logit_rel = worst_grad_rel = worst_grad_abs_over_max = worst_loss_rel = 0;
+    worst_score_rel = 0;
+    greedy_checked = greedy_skipped = have_scores = 0;
     for (int c = 0; c < 2; c++) {
         snapshot one = {0}, two = {0};
         char probe[4200];
@@ -235,9 +442,13 @@ static void run_dir(const char *dir)
         free(one.vals);
         free(two.vals);
     }
-    printf("twin %s: max rel error of logits/embeddings %.3g, of gradients %.3g "
-           "(abs error / tensor max %.3g)\n",
-           dir, worst_logit_rel, worst_grad_rel, worst_grad_abs_over_max);
+    printf("twin %s: max rel error of logits/embeddings %.3g, of losses %.3g, of gradients "
+           "%.3g (abs error / tensor max %.3g)",
+           dir, worst_logit_rel, worst_loss_rel, worst_grad_rel, worst_grad_abs_over_max);
+    if (have_scores)
+        printf(", of caption scores %.3g; greedy captions: %d matched, %d near ties skipped",
+               worst_score_rel, greedy_checked, greedy_skipped);
+    printf("\n");
 }
 
 int main(void)
@@ -248,9 +459,12 @@ int main(void)
     } else {
         /* early fusion (bench-small's family), late fusion (gated with a
          * hidden layer, mean, concat; sin-cos 2-D positions, attention
-         * and masked-mean pooling) and cross-attention fusion */
-        const char *dirs[] = {"model/tiny", "model/late", "model/late_sum", "model/late_concat",
-                              "model/cross"};
+         * and masked-mean pooling), cross-attention fusion; bottleneck
+         * fusion with CNN and AST-patch encoders; caption decoders and a
+         * masked-token head */
+        const char *dirs[] = {"model/tiny",       "model/late",          "model/late_sum",
+                              "model/late_concat", "model/cross",         "model/bottleneck",
+                              "model/early_caption", "model/asr"};
         for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s", test_data_path(dirs[i]));
