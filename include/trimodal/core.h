@@ -154,6 +154,11 @@ long tm_alloc_fail_after(long n);
  * result does not depend on the number of threads. */
 tm_status tm_set_num_threads(int n); /* 1..256 */
 int tm_get_num_threads(void);
+/* on = 1: the calling thread runs every tm_parallel_for / tm_parallel_range
+ * serially, never taking the pool (for threads of their own, such as data
+ * loader workers, so they do not hold the pool the trainer's kernels
+ * need); 0 restores the default. Per thread. */
+void tm_thread_set_serial(int on);
 
 /* Calls fn(ctx, i, n) for task i of n tasks (i = 0..n-1) and returns when
  * all have finished. Tasks run on the pool's threads and the caller's.

@@ -43,6 +43,7 @@ static pool_t pool = {
 };
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static _Thread_local int in_task;
+static _Thread_local int serial_thread; /* tm_thread_set_serial */
 
 static void run_tasks(unsigned job)
 {
@@ -151,7 +152,7 @@ void tm_parallel_for(int64_t n, tm_task_fn fn, void *ctx)
 {
     if (n <= 0) return;
     pthread_once(&pool_once, pool_init);
-    if (n == 1 || n > INT32_MAX || in_task || pool.nthreads == 1 ||
+    if (n == 1 || n > INT32_MAX || in_task || serial_thread || pool.nthreads == 1 ||
         pthread_mutex_trylock(&pool.job_lock) != 0) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i, n);
         return;
@@ -209,3 +210,5 @@ void tm_parallel_range(int64_t items, int64_t work, tm_range_fn fn, void *ctx)
     range_ctx c = {fn, ctx, items};
     tm_parallel_for(4 * nt < items ? 4 * nt : items, range_task, &c);
 }
+
+void tm_thread_set_serial(int on) { serial_thread = on != 0; }

@@ -769,6 +769,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     tm_loader *l = w->l;
+    tm_thread_set_serial(1); /* never hold the pool the trainer's kernels need */
     pthread_mutex_lock(&l->lock);
     while (!l->quit) {
         /* an unclaimed example of the oldest batch being filled */
