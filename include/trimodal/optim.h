@@ -124,6 +124,35 @@ tm_status tm_optim_set_decay_mask(tm_optim *opt, const uint8_t *mask);
  * mask starts as "all decay" when none was set. Fails on a bad range. */
 tm_status tm_optim_set_decay_range(tm_optim *opt, size_t begin, size_t end, int decay);
 
+/* Per-element update mask: mask[i] != 0 trains element i; 0 freezes it: a
+ * step changes neither the element nor its optimizer state (no weight
+ * decay, no moment or momentum update), exactly as a tensor with
+ * requires_grad False in torch. The n_params bytes are copied. NULL
+ * removes the mask (everything is updated, the default). The trainer
+ * freezes tensors by name prefix with it. */
+tm_status tm_optim_set_update_mask(tm_optim *opt, const uint8_t *mask);
+/* Sets update on or off for elements [begin, end); the mask starts as
+ * "all updated" when none was set. Fails on a bad range. */
+tm_status tm_optim_set_update_range(tm_optim *opt, size_t begin, size_t end, int update);
+/* Number of elements a step updates (n_params without a mask). */
+size_t tm_optim_update_count(const tm_optim *opt);
+
+/* --------------------------------------------------- optimizer files */
+
+/* Writes the optimizer to path (safetensors, atomically): its state as
+ * tensors ("exp_avg" and "exp_avg_sq" for AdamW, "momentum_buffer" for SGD
+ * with momentum, each (n_params) f32), and in the metadata the kind, the
+ * step count, n_params and the hyper-parameters. Masks are settings, not
+ * state: they are not saved. */
+tm_status tm_optim_save(const tm_optim *opt, const char *path);
+
+/* Restores the state and step count saved by tm_optim_save into opt,
+ * which must have the same kind, momentum use and n_params (else
+ * TM_ERR_INVALID naming the difference); hyper-parameters are taken from
+ * opt, not the file (a resumed run may change them). TM_ERR_FORMAT for a
+ * damaged file. On failure opt is unchanged. */
+tm_status tm_optim_load(tm_optim *opt, const char *path);
+
 /* ------------------------------------------------------------- clipping */
 
 /* Global L2 norm of n gradients, as torch.nn.utils.clip_grad_norm_ with

@@ -23,6 +23,7 @@ struct tm_optim {
     float *state;       /* SGD: momentum (n) | AdamW: m (n), v (n) | NULL */
     size_t state_count; /* floats in state */
     uint8_t *decay_mask; /* n bytes, or NULL: everything decays */
+    uint8_t *update_mask; /* n bytes, or NULL: everything is updated */
 };
 
 /* Elements per task of the update loop: big enough that the pool's
@@ -126,6 +127,7 @@ void tm_optim_free(tm_optim *opt)
     if (!opt) return;
     tm_free(opt->state);
     tm_free(opt->decay_mask);
+    tm_free(opt->update_mask);
     tm_free(opt);
 }
 
@@ -161,36 +163,68 @@ tm_optim_params tm_optim_get_params(const tm_optim *opt)
 
 size_t tm_optim_num_params(const tm_optim *opt) { return opt ? opt->n : 0; }
 
-tm_status tm_optim_set_decay_mask(tm_optim *opt, const uint8_t *mask)
+/* Shared by the decay and update masks: copies mask into *dst (allocating
+ * it), or frees it for NULL. */
+static tm_status set_mask(tm_optim *opt, uint8_t **dst, const uint8_t *mask, const char *what)
 {
     if (!opt) return tm_fail(TM_ERR_INVALID, "optim: opt is NULL");
     if (!mask) {
-        tm_free(opt->decay_mask);
-        opt->decay_mask = NULL;
+        tm_free(*dst);
+        *dst = NULL;
         return TM_OK;
     }
-    if (!opt->decay_mask && opt->n) {
-        opt->decay_mask = tm_alloc(opt->n);
-        if (!opt->decay_mask) return tm_fail(TM_ERR_NOMEM, "optim: out of memory for decay mask");
+    if (!*dst && opt->n) {
+        *dst = tm_alloc(opt->n);
+        if (!*dst) return tm_fail(TM_ERR_NOMEM, "optim: out of memory for the %s mask", what);
     }
-    if (opt->n) memcpy(opt->decay_mask, mask, opt->n);
+    if (opt->n) memcpy(*dst, mask, opt->n);
     return TM_OK;
+}
+
+static tm_status set_range(tm_optim *opt, uint8_t **dst, size_t begin, size_t end, int on,
+                           const char *what)
+{
+    if (!opt) return tm_fail(TM_ERR_INVALID, "optim: opt is NULL");
+    if (begin > end || end > opt->n)
+        return tm_fail(TM_ERR_INVALID, "optim: %s range [%zu, %zu) outside [0, %zu)", what, begin,
+                       end, opt->n);
+    if (begin == end) return TM_OK;
+    if (!*dst) {
+        *dst = tm_alloc(opt->n);
+        if (!*dst) return tm_fail(TM_ERR_NOMEM, "optim: out of memory for the %s mask", what);
+        memset(*dst, 1, opt->n);
+    }
+    memset(*dst + begin, on ? 1 : 0, end - begin);
+    return TM_OK;
+}
+
+tm_status tm_optim_set_decay_mask(tm_optim *opt, const uint8_t *mask)
+{
+    return set_mask(opt, opt ? &opt->decay_mask : NULL, mask, "decay");
 }
 
 tm_status tm_optim_set_decay_range(tm_optim *opt, size_t begin, size_t end, int decay)
 {
-    if (!opt) return tm_fail(TM_ERR_INVALID, "optim: opt is NULL");
-    if (begin > end || end > opt->n)
-        return tm_fail(TM_ERR_INVALID, "optim: decay range [%zu, %zu) outside [0, %zu)", begin,
-                       end, opt->n);
-    if (begin == end) return TM_OK;
-    if (!opt->decay_mask) {
-        opt->decay_mask = tm_alloc(opt->n);
-        if (!opt->decay_mask) return tm_fail(TM_ERR_NOMEM, "optim: out of memory for decay mask");
-        memset(opt->decay_mask, 1, opt->n);
-    }
-    memset(opt->decay_mask + begin, decay ? 1 : 0, end - begin);
-    return TM_OK;
+    return set_range(opt, opt ? &opt->decay_mask : NULL, begin, end, decay, "decay");
+}
+
+tm_status tm_optim_set_update_mask(tm_optim *opt, const uint8_t *mask)
+{
+    return set_mask(opt, opt ? &opt->update_mask : NULL, mask, "update");
+}
+
+tm_status tm_optim_set_update_range(tm_optim *opt, size_t begin, size_t end, int update)
+{
+    return set_range(opt, opt ? &opt->update_mask : NULL, begin, end, update, "update");
+}
+
+size_t tm_optim_update_count(const tm_optim *opt)
+{
+    if (!opt) return 0;
+    if (!opt->update_mask) return opt->n;
+    size_t k = 0;
+    for (size_t i = 0; i < opt->n; i++) k += opt->update_mask[i] != 0;
+    return k;
 }
 
 /* ------------------------------------------------------------- updates */
@@ -225,6 +259,7 @@ static void sgd_task(void *ctx, int64_t i, int64_t n)
     const step_ctx *c = ctx;
     const tm_optim_params *hp = &c->opt->p;
     const uint8_t *mask = c->opt->decay_mask;
+    const uint8_t *upd = c->opt->update_mask;
     float *buf = c->opt->state; /* (n) or NULL without momentum */
     float *p = c->p;
     const float *g = c->g;
@@ -233,6 +268,7 @@ static void sgd_task(void *ctx, int64_t i, int64_t n)
     (void)n;
     task_range(c, i, &b, &e);
     for (size_t j = b; j < e; j++) {
+        if (upd && !upd[j]) continue; /* frozen: no update, no state change */
         float d = g[j];
         if (wd != 0 && (!mask || mask[j])) d = d + wd * p[j];
         if (buf) {
@@ -251,6 +287,7 @@ static void adamw_task(void *ctx, int64_t i, int64_t n)
     const step_ctx *c = ctx;
     const tm_optim_params *hp = &c->opt->p;
     const uint8_t *mask = c->opt->decay_mask;
+    const uint8_t *upd = c->opt->update_mask;
     float *m = c->opt->state;          /* (n) */
     float *v = c->opt->state + c->n;   /* (n) */
     float *p = c->p;
@@ -261,6 +298,7 @@ static void adamw_task(void *ctx, int64_t i, int64_t n)
     (void)n;
     task_range(c, i, &b, &e);
     for (size_t j = b; j < e; j++) {
+        if (upd && !upd[j]) continue; /* frozen: no update, no state change */
         float pj = p[j];
         if (decay && (!mask || mask[j])) pj = pj * c->decay_mul;
         float mj = m[j] * b1 + c->one_minus_b1 * g[j];

@@ -21,6 +21,15 @@ int cmd_preprocess(int argc, char **argv, int json);
 int cmd_tokenizer(int argc, char **argv, int json);
 int cmd_init(int argc, char **argv, int json);
 int cmd_bench(int argc, char **argv, int json);
+int cmd_data(int argc, char **argv, int json);       /* cmd_data.c: check, build */
+int cmd_data_build(int argc, char **argv, int json); /* cmd_data_build.c: build fashion-tri */
+int cmd_train(int argc, char **argv, int json);      /* cmd_train.c */
+int cmd_eval(int argc, char **argv, int json);       /* cmd_eval.c */
+int cmd_embed(int argc, char **argv, int json);      /* cmd_infer.c */
+int cmd_classify(int argc, char **argv, int json);   /* cmd_infer.c */
+int cmd_caption(int argc, char **argv, int json);    /* cmd_infer.c */
+int cmd_search(int argc, char **argv, int json);     /* cmd_search.c */
+int cmd_serve(int argc, char **argv, int json);      /* cmd_serve.c */
 /* inspect of a model folder (with config.json) or a config file */
 int cmd_inspect_model(const char *path, int json);
 

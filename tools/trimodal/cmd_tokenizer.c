@@ -159,7 +159,7 @@ static void on_progress(void *ctx, const char *stage, int64_t done, int64_t tota
                 (long long)total);
 }
 
-static int cmd_train(int argc, char **argv, int json)
+static int tok_cmd_train(int argc, char **argv, int json)
 {
     tm_tokenizer_train_params p = tm_tokenizer_train_default_params();
     const char *out = NULL;
@@ -513,7 +513,7 @@ int cmd_tokenizer(int argc, char **argv, int json)
         printf("%s", usage_text);
         return 0;
     }
-    if (!strcmp(sub, "train")) return cmd_train(argc - 1, argv + 1, json);
+    if (!strcmp(sub, "train")) return tok_cmd_train(argc - 1, argv + 1, json);
     if (!strcmp(sub, "encode")) return cmd_encode(argc - 1, argv + 1, json);
     if (!strcmp(sub, "decode")) return cmd_decode(argc - 1, argv + 1, json);
     if (!strcmp(sub, "info")) return cmd_tok_info(argc - 1, argv + 1, json);

@@ -25,6 +25,14 @@ static const char *usage_text =
     "                    shapes, parameter count, metadata\n"
     "  preprocess        what a model sees of an image, a sound and a text: numbers,\n"
     "                    pictures and the tensors (--image, --audio, --text, --out DIR)\n"
+    "  data              datasets: check MANIFEST (validate, statistics), build fashion-tri\n"
+    "  train             train a model from a run config (stages, losses, checkpoints)\n"
+    "  eval              metrics of a model on a dataset, ablations, HTML report\n"
+    "  embed             embeddings of a text, an image and/or a sound (--text, --image, --audio)\n"
+    "  classify          a model's class for a text, an image and/or a sound\n"
+    "  caption           a caption (or transcript) from a model's caption head\n"
+    "  search            build an index of a manifest's embeddings; query it with any modality\n"
+    "  serve             an HTTP server for embed, classify, caption and search\n"
     "\n"
     "options for every command:\n"
     "  --json            one JSON object per line instead of a table\n"
@@ -198,5 +206,13 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "data")) return cmd_data(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "classify")) return cmd_classify(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "caption")) return cmd_caption(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2, json);
     return cli_usage("unknown command '%s'", cmd);
 }
