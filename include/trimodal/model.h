@@ -163,7 +163,19 @@ typedef struct {
      * fusion, caption decoder) for tm_model_graph_attention. Costs
      * B * heads * Tq * Tk floats a layer; meant for interpretation. */
     int attention_maps;
+    /* TM_MODEL_TRAIN: label smoothing of the classification cross-entropy
+     * (PyTorch's label_smoothing, in [0, 1)). */
+    float label_smoothing;
+    /* TM_MODEL_TRAIN: no dropout and no drop-path (a training graph for
+     * validation losses that are not noisy). */
+    int deterministic;
+    /* TM_MODEL_TRAIN: gradient checkpointing per transformer block (each
+     * block's activations are recomputed in backward): same gradients,
+     * much less activation memory, about a third more compute. */
+    int checkpoint_blocks;
 } tm_model_graph_opts;
+
+tm_model_graph_opts tm_model_graph_default_opts(void); /* all 0 */
 
 /* tm_model_graph_new with options (NULL = the defaults). */
 tm_status tm_model_graph_new_opts(tm_model_graph **out, tm_model *m, int64_t batch,

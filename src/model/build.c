@@ -57,6 +57,7 @@ struct tm_model_graph {
     int text_enc; /* index of the text encoder, -1 if none */
     /* attention maps (opts.attention_maps) */
     int keep_probs;
+    tm_model_graph_opts opts;
     tm_node *enc_probs[TM_MODEL_MAX_ENC][TM_MODEL_MAX_LAYERS];
     tm_node *pool_probs[TM_MODEL_MAX_ENC];
     tm_node *fusion_probs[TM_MODEL_MAX_LAYERS];
@@ -101,6 +102,20 @@ static tm_node *pool_tokens(tm_model_graph *mg, int i, tm_node *x)
         return tm_reshape(g, tm_matmul(g, mg->text_pool, x, 0, 0), 2, (int64_t[]){B, c->dim});
     }
     return tm_nn_mean_tokens(g, x);
+}
+
+/* Gradient checkpointing per block (opts.checkpoint_blocks, training
+ * graphs): a segment from the block's input to its output. */
+static tm_node *block_begin(tm_model_graph *mg, tm_node *x)
+{
+    if (!mg->opts.checkpoint_blocks || mg->mode != TM_MODEL_TRAIN) return x;
+    return tm_graph_checkpoint_begin(mg->g, x);
+}
+
+static tm_node *block_end(tm_model_graph *mg, tm_node *y)
+{
+    if (!mg->opts.checkpoint_blocks || mg->mode != TM_MODEL_TRAIN) return y;
+    return tm_graph_checkpoint_end(mg->g, y);
 }
 
 static enc_out build_encoder(tm_model_graph *mg, int i)
@@ -154,7 +169,8 @@ static enc_out build_encoder(tm_model_graph *mg, int i)
     x = tm_nn_position_forward(g, &E->pos, x);
     for (int l = 0; l < e->layers; l++) {
         mg->L->enc[i].blocks[l].attn.probs = mg->keep_probs ? &mg->enc_probs[i][l] : NULL;
-        x = tm_nn_block_forward(g, &E->blocks[l], x, NULL, bias);
+        x = block_begin(mg, x);
+        x = block_end(mg, tm_nn_block_forward(g, &E->blocks[l], x, NULL, bias));
     }
     x = tm_nn_layernorm_forward(g, &E->ln, x);
     o.tokens = x;
@@ -186,7 +202,8 @@ static tm_node *build_early_fusion(tm_model_graph *mg, const enc_out *eo, tm_nod
     for (int l = 0; l < c->fusion_layers; l++) {
         mg->L->fblocks[l].attn.probs = mg->keep_probs ? &mg->fusion_probs[l] : NULL;
         if (l + 1 < c->fusion_layers || ctx)
-            x = tm_nn_block_forward(g, &L->fblocks[l], x, NULL, mg->fusion_bias);
+            x = block_end(mg, tm_nn_block_forward(g, &L->fblocks[l], block_begin(mg, x), NULL,
+                                                  mg->fusion_bias));
         else
             x = tm_nn_block_forward_first(g, &L->fblocks[l], x, mg->fusion_bias, 1);
     }
@@ -467,8 +484,8 @@ static tm_status build(tm_model_graph *mg)
         tm_node *loss = NULL, *w;
         if (need_class) {
             mg->labels = tm_input(g, "labels", TM_I32, 1, (int64_t[]){B});
-            loss = weighted(mg, LOSS_CLASS,
-                            tm_cross_entropy(g, mg->logits, mg->labels, 0.0f, IGNORE_LABEL));
+            loss = weighted(mg, LOSS_CLASS, tm_cross_entropy(g, mg->logits, mg->labels,
+                                                             mg->opts.label_smoothing, IGNORE_LABEL));
         }
         if (need_emb) {
             for (int i = 0; i < c->n_enc; i++)
@@ -607,6 +624,12 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
     mg->B = batch;
     mg->mode = mode;
     mg->keep_probs = opts && opts->attention_maps;
+    if (opts) mg->opts = *opts;
+    if (!(mg->opts.label_smoothing >= 0.0f && mg->opts.label_smoothing < 1.0f)) {
+        tm_free(mg);
+        return tm_fail(TM_ERR_INVALID, "model_graph_new: label_smoothing %g outside [0, 1)",
+                       (double)mg->opts.label_smoothing);
+    }
     mg->text_enc = -1;
     for (int i = 0; i < c->n_enc; i++)
         if (c->enc[i].kind == ENC_TEXT) mg->text_enc = i;
@@ -633,7 +656,16 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
     if (need_mlm)
         for (int64_t k = 0; k < batch * c->enc[mg->text_enc].max_tokens; k++)
             mg->mlm_user[k] = IGNORE_LABEL;
-    if ((s = tm_model_declare(c, mg->g, mg->L))) goto fail;
+    if (mg->opts.deterministic) {
+        /* the same parameters, without the random layers */
+        model_cfg quiet = *c;
+        quiet.dropout = 0;
+        quiet.drop_path = 0;
+        s = tm_model_declare(&quiet, mg->g, mg->L);
+    } else {
+        s = tm_model_declare(c, mg->g, mg->L);
+    }
+    if (s) goto fail;
     if ((s = check_layout(m, mg->g))) goto fail;
     for (int i = 0; i < m->n_t; i++)
         if (m->t[i].frozen && (s = tm_param_freeze(mg->g, tm_graph_param_at(mg->g, i), 1))) goto fail;
@@ -1058,3 +1090,10 @@ tm_model_loss tm_model_graph_loss(tm_model_graph *mg)
 int64_t tm_model_graph_batch(const tm_model_graph *mg) { return mg ? mg->B : 0; }
 tm_model_mode tm_model_graph_mode(const tm_model_graph *mg) { return mg ? mg->mode : TM_MODEL_MODE_COUNT; }
 tm_graph *tm_model_graph_graph(tm_model_graph *mg) { return mg ? mg->g : NULL; }
+
+tm_model_graph_opts tm_model_graph_default_opts(void)
+{
+    tm_model_graph_opts o;
+    memset(&o, 0, sizeof o);
+    return o;
+}

@@ -256,7 +256,8 @@ static void test_attention_maps(void)
     tm_model *m = make("early", ", \"layers\": 1", "fusion");
     if (!m) return;
     tm_model_graph *g = NULL;
-    tm_model_graph_opts o = {1};
+    tm_model_graph_opts o = tm_model_graph_default_opts();
+    o.attention_maps = 1;
     CHECK_OK(tm_model_graph_new_opts(&g, m, B, TM_MODEL_CLASSIFY, &o));
     if (!g) {
         tm_model_free(m);
@@ -460,8 +461,54 @@ done:
     tm_model_free(b);
 }
 
+/* Graph options: checkpointed blocks give the plain gradients; a
+ * deterministic training graph has no random layers; label smoothing. */
+static void test_options(void)
+{
+    char buf[4096], dp[4200];
+    snprintf(buf, sizeof buf, HEADS, "early", ", \"layers\": 2", "fusion");
+    snprintf(dp, sizeof dp, "{\"drop_path\": 0.3, \"dropout\": 0.1, %s", buf + 1);
+    tm_model *m = NULL;
+    CHECK_OK(tm_model_new_from_json(&m, dp, strlen(dp), "heads-dp.json"));
+    if (!m) return;
+    tm_model_init_weights(m, 8);
+    size_t n;
+    tm_model_params(m, &n);
+    tm_model_graph_opts o = tm_model_graph_default_opts();
+    o.deterministic = 1;
+    tm_model_graph *a = NULL, *b = NULL;
+    CHECK_OK(tm_model_graph_new_opts(&a, m, B, TM_MODEL_TRAIN, &o));
+    o.checkpoint_blocks = 1;
+    CHECK_OK(tm_model_graph_new_opts(&b, m, B, TM_MODEL_TRAIN, &o));
+    float *ga = malloc(n * 4);
+    if (a && b && ga) {
+        fill(tm_model_graph_inputs(a), 6);
+        fill(tm_model_graph_inputs(b), 6);
+        CHECK_OK(tm_model_graph_forward(a));
+        float l1 = tm_model_graph_loss(a).total;
+        CHECK_OK(tm_model_graph_backward(a));
+        memcpy(ga, tm_model_grads(m, NULL), n * 4);
+        CHECK_OK(tm_model_graph_forward(a));
+        CHECK(tm_model_graph_loss(a).total == l1); /* no random layers */
+        CHECK_OK(tm_model_graph_forward(b));
+        CHECK(tm_model_graph_loss(b).total == l1);
+        CHECK_OK(tm_model_graph_backward(b));
+        check_close("checkpointed gradients", tm_model_grads(m, NULL), ga, (int64_t)n, 1e-7, 1e-5);
+        CHECK(tm_graph_arena_bytes(tm_model_graph_graph(b)) <
+              tm_graph_arena_bytes(tm_model_graph_graph(a)));
+    }
+    free(ga);
+    tm_model_graph_free(a);
+    tm_model_graph_free(b);
+    o = tm_model_graph_default_opts();
+    o.label_smoothing = 1.5f;
+    CHECK_STATUS(tm_model_graph_new_opts(&a, m, B, TM_MODEL_TRAIN, &o), TM_ERR_INVALID);
+    tm_model_free(m);
+}
+
 int main(void)
 {
+    test_options();
     test_drop_path();
     test_config();
     test_gradients("early", ", \"layers\": 1", "fusion");
