@@ -124,6 +124,57 @@ void tm_avgpool2d_backward(float *dx, const float *dout, int64_t N, int64_t C, i
                            int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
                            int64_t ph, int64_t pw);
 
+/* ------------------------------------------------- GEMM, pre-packed B */
+
+/* op(B) packed once into the layout the GEMM kernel reads, for a B that
+ * stays fixed over many products (a weight matrix at inference): each
+ * tm_sgemm_packed then skips the packing pass that tm_sgemm makes on every
+ * call (a fifth of a batch-1 forward of bench-small). Opaque; immutable
+ * after packing except through tm_sgemm_repack_b, so one packed B may
+ * serve any number of threads at once. */
+typedef struct tm_packed_b tm_packed_b;
+
+/* Packs op(B), which is (K, N): B is (K, ldb>=N) if !trans_b, else
+ * (N, ldb>=K), row-major. The layout belongs to the kernel of the ISA in
+ * force (tm_cpu_isa()) at this call, and tm_sgemm_packed runs that kernel
+ * whatever the ISA later. Uses about K * N * 4 bytes (N rounded up to the
+ * kernel's panel width, 16 or 32). Fails with TM_ERR_INVALID for negative
+ * sizes, an ldb below a row of B or a NULL B (K * N > 0), TM_ERR_NOMEM. */
+tm_status tm_sgemm_pack_b(tm_packed_b **out, int trans_b, int64_t K, int64_t N, const float *B,
+                          int64_t ldb);
+
+/* Packs new values of a B of the same shape and layout into p (after an
+ * optimizer step, say), without allocating. */
+void tm_sgemm_repack_b(tm_packed_b *p, const float *B, int64_t ldb);
+
+/* C = alpha * op(A) * op(B) + beta * C with op(B) packed, op(A) (M, K):
+ * A is (M, lda>=K) if !trans_a, else (K, lda>=M); C is (M, ldc>=N).
+ * Bitwise the same as tm_sgemm(trans_a, trans_b, M, N, K, ...) under the
+ * ISA B was packed for, and as it, independent of the thread count. */
+void tm_sgemm_packed(int trans_a, int64_t M, float alpha, const float *A, int64_t lda,
+                     const tm_packed_b *B, float beta, float *C, int64_t ldc);
+
+/* K, N and the bytes held (0 for NULL). */
+int64_t tm_packed_b_k(const tm_packed_b *p);
+int64_t tm_packed_b_n(const tm_packed_b *p);
+size_t tm_packed_b_bytes(const tm_packed_b *p);
+void tm_packed_b_free(tm_packed_b *p); /* NULL is harmless */
+
+/* ------------------------------------------------------------ GEMM, bf16 */
+
+/* C = alpha * op(A) * op(B) + beta * C with A and B in bf16 (tm_bf16,
+ * the top 16 bits of an f32; see tm_f32_to_bf16), products summed in f32,
+ * C in f32; layouts as tm_sgemm. On a CPU with AVX-512-BF16 (and the
+ * AVX-512 ISA in force) the kernel multiplies bf16 pairs (vdpbf16ps): the
+ * result then agrees with the f32 path to rounding, not bit for bit
+ * (another summation order; that instruction flushes denormals).
+ * Elsewhere the inputs are widened to f32 as they are packed and the f32
+ * kernel runs: the result is exactly tm_sgemm's on the widened inputs.
+ * Independent of the thread count either way. */
+void tm_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const tm_bf16 *A, int64_t lda, const tm_bf16 *B, int64_t ldb, float beta,
+                  float *C, int64_t ldc);
+
 #ifdef __cplusplus
 }
 #endif

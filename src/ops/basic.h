@@ -20,6 +20,7 @@ typedef enum {
     TM_UNARY_GELU_TANH,
     TM_UNARY_SILU,
     TM_UNARY_SCALE, /* a * x + b */
+    TM_UNARY_ERF,   /* erf(x), as GELU computes it (no graph op uses it yet) */
 } tm_unary;
 
 void tm_unary_forward(tm_unary op, float *y, const float *x, int64_t n, float a, float b);
@@ -109,5 +110,85 @@ void tm_block_copy(float *dst, int64_t dst_outer_stride, int64_t dst_step, int64
  * backward is the same call with the inverse permutation. */
 void tm_permute_copy(float *out, const float *x, int ndim, const int64_t *xshape,
                      const int *perm, int accumulate);
+
+/* ------------------------------------------------- SIMD kernels */
+
+/* The vectorised kernels behind the functions above, one table per
+ * instruction set: basic_avx2.c (AVX2 + FMA) and basic_avx512.c (the same
+ * source compiled for AVX-512). basic.c picks a table with tm_cpu_isa()
+ * and keeps its plain C loops as the reference and the fallback. Each
+ * function covers one contiguous range and computes every element with the
+ * same instructions wherever it falls (tails use masked loads and stores,
+ * not a scalar loop), so how a caller cuts the work into tasks never
+ * changes a result. Functions returning int return 0, having done
+ * nothing, for an op they do not vectorise. */
+typedef struct {
+    /* y[i] = f(x[i]) for i < n. */
+    int (*unary_fwd)(tm_unary op, float *y, const float *x, int64_t n, float a, float b);
+    /* dx[i] += dy[i] * f'(x[i]) (y: the forward output). */
+    int (*unary_bwd)(tm_unary op, float *dx, const float *dy, const float *x, const float *y,
+                     int64_t n, float a);
+    /* One row of a binary op: out[i] = a[i*sa] op b[i*sb], with sa, sb in
+     * {0, 1} (0: one value broadcast along the row). */
+    void (*binary_row)(tm_binary op, float *out, const float *a, int64_t sa, const float *b,
+                       int64_t sb, int64_t n);
+    /* One row of an operand's gradient, d[i] += dgrad(g[i], a[i*sa], b[i*sb])
+     * for which = 0 (d is a's) or 1 (b's); d varies along the row. */
+    void (*binary_bwd_row)(tm_binary op, int which, float *d, const float *g, const float *a,
+                           int64_t sa, const float *b, int64_t sb, int64_t n);
+    /* LayerNorm of one row of C: returns mean and rstd through m, rs. */
+    void (*layernorm_row)(float *y, float *m, float *rs, const float *x, const float *w,
+                          const float *b, int64_t C, float eps);
+    /* dx += rstd * (g - mean(g) - n * mean(g * n)), g = dy * w, n = (x - m) * rs. */
+    void (*layernorm_bwd_row)(float *dx, const float *dy, const float *x, const float *w,
+                              float m, float rs, int64_t C);
+    /* Columns [0, n) of a norm's weight and bias gradients (either may be
+     * NULL), summed over `rows` rows of stride ld in row order:
+     * dw[i] += dy[r,i] * (x[r,i] - mean[r]) * rstd[r]; db[i] += dy[r,i].
+     * mean NULL means 0 (RMSNorm). */
+    void (*norm_param_grad)(float *dw, float *db, const float *dy, const float *x,
+                            const float *mean, const float *rstd, int64_t rows, int64_t ld,
+                            int64_t n);
+    /* Columns [0, n) of a bias gradient: d[i] += sign * g[r*ld + i] for
+     * r = 0, 1, ..., rows-1 in that order (sign is 1 or -1). */
+    void (*column_sum)(float *d, const float *g, int64_t rows, int64_t ld, int64_t n, float sign);
+    /* Softmax (or log-softmax) of one row, and its backward. */
+    void (*softmax_row)(float *y, const float *x, int64_t C, int log);
+    void (*softmax_bwd_row)(float *dx, const float *dy, const float *y, int64_t C, int log);
+} tm_basic_simd;
+
+/* Coefficients of the exp and erf approximations, lowest power first,
+ * fitted by scripts/fit_vecmath.py (near-minimax, errors in its output):
+ *   exp(r)  = 1 + r + r^2 Q(r) on |r| <= ln(2)/2 (relative error 1.1e-8);
+ *   erf(t)  = t + t Q(t^2) for 0 <= t <= 1 (relative error 1.2e-9);
+ *   erfc(t) = exp(G(v) - t^2) u / sqrt(pi) for t > 1, u = 1/t clamped to
+ *             [0.1, 1], v = u GS + GO in [-1, 1] (G's error 2.7e-8; past
+ *             t = 10, where the clamp acts, erfc is below 2e-45).
+ * The f32 code built on them is checked against double precision by
+ * tests/ops/test_basic_math.c (max error of erf below 1e-7). */
+static const float TM_EXP_Q[5] = {0.5f, 0.166665763f, 0.0416663736f, 0.00836317521f,
+                                  0.0013941112f};
+static const float TM_ERF_Q[7] = {0.128379166f,   -0.37612626f,   0.112835854f,
+                                  -0.0268538129f, 0.00518832775f, -0.000801019312f,
+                                  7.85385928e-05f};
+static const float TM_ERFC_G[11] = {-0.116086416f,   -0.152314425f,   -0.0198095087f,
+                                    0.0154082514f,   -0.00555134658f, 0.00116013142f,
+                                    0.000131004781f, -0.000369521382f, 0.000250584562f,
+                                    -3.52507413e-05f, -2.40927075e-05f};
+#define TM_ERF_T0 1.0f           /* below: t + t Q(t^2); above: erfc's form */
+#define TM_ERFC_UMIN 0.1f        /* u = 1/t is clamped to [UMIN, 1/T0] */
+#define TM_ERFC_GS 2.22222222f   /* v = u * GS + GO maps [UMIN, 1/T0] to [-1, 1] */
+#define TM_ERFC_GO (-1.22222222f)
+
+/* NULL when the CPU (or a forced ISA) does not allow the set. */
+const tm_basic_simd *tm_basic_simd_for(int isa);
+extern const tm_basic_simd tm_basic_simd_avx2;   /* basic_avx2.c */
+extern const tm_basic_simd tm_basic_simd_avx512; /* basic_avx512.c */
+
+/* The plain C erf of TM_UNARY_ERF and GELU (the same approximation as the
+ * SIMD kernels: max error about 1e-7 against double precision), and
+ * 1 + erf(x), which keeps its relative accuracy for x far below 0. */
+float tm_erf_approx(float x);
+float tm_erf1p_approx(float x);
 
 #endif

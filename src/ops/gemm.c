@@ -22,6 +22,19 @@
  * tile so that they run the very same microkernel. How C is cut into tasks,
  * and whether B is shared, therefore changes nothing but speed.
  *
+ * Pre-packed B (tm_sgemm_pack_b): the shared B of above, packed once by
+ * the caller and kept, so inference with fixed weights skips that pass on
+ * every call; the same kernel, blocking and bits as tm_sgemm.
+ *
+ * bf16 (tm_gemm_bf16): the same driver reading bf16 sources. Where the CPU
+ * multiplies bf16 itself (AVX-512-BF16) the panels hold bf16 pairs for its
+ * kernel; elsewhere the packing converts to f32 and the f32 kernel runs,
+ * which gives exactly tm_sgemm's result on the inputs widened to f32.
+ *
+ * Edge rows: a tile with fewer than mr rows left runs the kernel's rows
+ * variant when it has one (only the rows that exist; the same bits), so a
+ * small M (a few tokens at inference) does not pay for mr rows.
+ *
  * Scratch: one tm_alloc per task (and one for a shared B) per call. After
  * the first call glibc serves them from its free lists without system
  * calls or page faults (about 0.1 us each, against tens of microseconds
@@ -106,8 +119,11 @@ static const tm_gemm_kernel kernel_scalar = {
 };
 static const tm_gemm_kernel kernel_avx2 = {
     .ukr = tm_gemm_ukr_avx2,
+    .ukr_rows = tm_gemm_ukr_rows_avx2,
     .pack_at = tm_gemm_pack_at_avx2,
     .pack_bt = tm_gemm_pack_bt_avx2,
+    .pack_at16 = tm_gemm_pack_at16_avx2,
+    .pack_bt16 = tm_gemm_pack_bt16_avx2,
     .mr = TM_GEMM_AVX2_MR,
     .nr = TM_GEMM_AVX2_NR,
     .kc = 256,
@@ -117,14 +133,31 @@ static const tm_gemm_kernel kernel_avx2 = {
 };
 static const tm_gemm_kernel kernel_avx512 = {
     .ukr = tm_gemm_ukr_avx512,
+    .ukr_rows = tm_gemm_ukr_rows_avx512,
     .pack_at = tm_gemm_pack_at_avx512,
     .pack_bt = tm_gemm_pack_bt_avx512,
+    .pack_at16 = tm_gemm_pack_at16_avx512,
+    .pack_bt16 = tm_gemm_pack_bt16_avx512,
     .mr = TM_GEMM_AVX512_MR,
     .nr = TM_GEMM_AVX512_NR,
     .kc = 256,
     .mc = 192,
     .nc = 2048,
     .name = "avx512 12x32",
+};
+
+/* vdpbf16ps on the f32 kernel's 12 x 32 tile; its packing is plain C (a
+ * cost next to the multiply that the f32 path's SIMD transposes avoid;
+ * not yet timed on an AVX-512-BF16 machine). */
+static const tm_gemm_kernel kernel_avx512_bf16 = {
+    .ukr = tm_gemm_ukr_avx512_bf16,
+    .mr = TM_GEMM_AVX512_MR,
+    .nr = TM_GEMM_AVX512_NR,
+    .kc = 256,
+    .mc = 192,
+    .nc = 2048,
+    .bf16_pairs = 1,
+    .name = "avx512-bf16 12x32",
 };
 
 const tm_gemm_kernel *tm_gemm_kernel_for(int isa)
@@ -134,14 +167,58 @@ const tm_gemm_kernel *tm_gemm_kernel_for(int isa)
     return &kernel_scalar;
 }
 
+const tm_gemm_kernel *tm_gemm_kernel_bf16(void)
+{
+    if (tm_cpu_has_avx512bf16()) return &kernel_avx512_bf16;
+    return tm_gemm_kernel_for(tm_cpu_isa());
+}
+
+/* The pairs kernel in plain C (see gemm_internal.h): what vdpbf16ps does,
+ * lane by lane: acc += a(2q+1) b(2q+1), then acc += a(2q) b(2q), each
+ * product exact in f32 (8-bit significands) and each sum rounded once. */
+static void ukr_pairs_c(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                        float alpha, float beta, int load_c)
+{
+    const uint32_t *aw = (const uint32_t *)a, *bw = (const uint32_t *)b;
+    float acc[SCALAR_MR][SCALAR_NR] = {{0}};
+    for (int64_t q = 0; q < (kc + 1) / 2; q++)
+        for (int i = 0; i < SCALAR_MR; i++) {
+            uint32_t x = aw[q * SCALAR_MR + i];
+            float a0 = tm_gemm_bf16_f32((uint16_t)x), a1 = tm_gemm_bf16_f32((uint16_t)(x >> 16));
+            for (int j = 0; j < SCALAR_NR; j++) {
+                uint32_t y = bw[q * SCALAR_NR + j];
+                float b0 = tm_gemm_bf16_f32((uint16_t)y), b1 = tm_gemm_bf16_f32((uint16_t)(y >> 16));
+                volatile float p1 = a1 * b1, p0 = a0 * b0; /* no contraction into FMAs */
+                acc[i][j] += p1;
+                acc[i][j] += p0;
+            }
+        }
+    for (int i = 0; i < SCALAR_MR; i++)
+        for (int j = 0; j < SCALAR_NR; j++)
+            c[i * ldc + j] = load_c ? alpha * acc[i][j] + beta * c[i * ldc + j] : alpha * acc[i][j];
+}
+
+const tm_gemm_kernel tm_gemm_kernel_bf16_pairs_c = {
+    .ukr = ukr_pairs_c,
+    .mr = SCALAR_MR,
+    .nr = SCALAR_NR,
+    .kc = 256,
+    .mc = 64,
+    .nc = 1024,
+    .bf16_pairs = 1,
+    .name = "bf16 pairs, plain C",
+};
+
 /* -------------------------------------------------------------- packing */
 
-/* The problem of one batch entry. */
+/* The problem of one batch entry: f32 sources, or bf16 ones (a16, b16). */
 typedef struct {
     const float *a, *b;
+    const uint16_t *a16, *b16;
     float *c;
     int64_t lda, ldb, ldc;
     int ta, tb;
+    int bf16;
 } gemm_mats;
 
 /* Packing into panels of w (mr or nr) along the "wide" dimension x (rows of
@@ -153,30 +230,42 @@ typedef struct {
 
 #define PREFETCH_ROWS 4
 
+/* Element i of a source: f32, or bf16 widened (exactly) to f32. `bf16` is
+ * a constant wherever these are inlined, so each copy loop is specialised. */
+static inline __attribute__((always_inline)) float src_at(const void *src, int64_t i, const int bf16)
+{
+    return bf16 ? tm_gemm_bf16_f32(((const uint16_t *)src)[i]) : ((const float *)src)[i];
+}
+
+static inline __attribute__((always_inline)) const void *src_add(const void *src, int64_t i,
+                                                                const int bf16)
+{
+    return bf16 ? (const void *)((const uint16_t *)src + i) : (const void *)((const float *)src + i);
+}
+
 /* Depth-major source: element (p, x) at src[p*ld + x]. Walks src row by
  * row, one stream the prefetcher follows, scattering w-float pieces. */
-static inline __attribute__((always_inline)) void pack_copy_w(float *restrict dst,
-                                                              const float *restrict src, int64_t ld,
-                                                              int64_t width, int64_t kc,
-                                                              const int w)
+static inline __attribute__((always_inline)) void pack_copy_w(float *restrict dst, const void *src,
+                                                              int64_t ld, int64_t width, int64_t kc,
+                                                              const int w, const int bf16)
 {
     int64_t full = width / w * w, rest = width - full;
     for (int64_t p = 0; p < kc; p++) {
-        const float *restrict s = src + p * ld;
+        const void *s = src_add(src, p * ld, bf16);
         float *restrict d = dst + p * w;
         /* rows are far apart (ld): fetch a few rows ahead, or every row
          * starts with a cache miss that the hardware does not foresee */
         if (p + PREFETCH_ROWS < kc)
             for (int64_t x = 0; x < width; x += 16)
-                __builtin_prefetch(s + PREFETCH_ROWS * ld + x);
+                __builtin_prefetch(src_add(s, PREFETCH_ROWS * ld + x, bf16));
         for (int64_t x = 0; x < full; x += w, d += w * kc)
 #pragma GCC unroll 32
             for (int j = 0; j < w; j++)
-                d[j] = s[x + j];
+                d[j] = src_at(s, x + j, bf16);
         if (rest) {
             int j = 0;
             for (; j < rest; j++)
-                d[j] = s[full + j];
+                d[j] = src_at(s, full + j, bf16);
             for (; j < w; j++)
                 d[j] = 0.0f;
         }
@@ -184,15 +273,19 @@ static inline __attribute__((always_inline)) void pack_copy_w(float *restrict ds
 }
 
 /* x-major source: element (p, x) at src[x*ld + p]. Full panels go to the
- * kernel's SIMD transpose when it has one. */
+ * kernel's SIMD transpose when it has one for the source type. */
 static inline __attribute__((always_inline)) void
-pack_trans_w(float *restrict dst, const float *restrict src, int64_t ld, int64_t width, int64_t kc,
-             const int w, tm_gemm_pack_fn simd)
+pack_trans_w(float *restrict dst, const void *src, int64_t ld, int64_t width, int64_t kc,
+             const int w, const int bf16, tm_gemm_pack_fn simd, tm_gemm_pack16_fn simd16)
 {
-    for (int64_t x = 0; x < width; x += w, dst += w * kc, src += w * ld) {
+    for (int64_t x = 0; x < width; x += w, dst += w * kc, src = src_add(src, w * ld, bf16)) {
         int64_t n = width - x < w ? width - x : w;
-        if (n == w && simd) {
+        if (n == w && !bf16 && simd) {
             simd(dst, src, ld, kc);
+            continue;
+        }
+        if (n == w && bf16 && simd16) {
+            simd16(dst, src, ld, kc);
             continue;
         }
         /* blocks of 8 p, so that each source line is used while it is hot */
@@ -200,7 +293,7 @@ pack_trans_w(float *restrict dst, const float *restrict src, int64_t ld, int64_t
             int64_t pe = p + 8 < kc ? p + 8 : kc;
             for (int64_t j = 0; j < n; j++)
                 for (int64_t pp = p; pp < pe; pp++)
-                    dst[pp * w + j] = src[j * ld + pp];
+                    dst[pp * w + j] = src_at(src, j * ld + pp, bf16);
             for (int64_t j = n; j < w; j++)
                 for (int64_t pp = p; pp < pe; pp++)
                     dst[pp * w + j] = 0.0f;
@@ -208,20 +301,49 @@ pack_trans_w(float *restrict dst, const float *restrict src, int64_t ld, int64_t
     }
 }
 
+/* The bf16_pairs layout (gemm_internal.h) from a bf16 source, depth-major
+ * (element (p, x) at src[p*ld + x]) or not (at src[x*ld + p]): plain C. */
+static void pack_pairs(float *dst, const uint16_t *src, int64_t ld, int depth_major, int64_t width,
+                       int64_t kc, int w)
+{
+    for (int64_t x0 = 0; x0 < width; x0 += w, dst += w * kc) {
+        uint32_t *d = (uint32_t *)dst;
+        for (int64_t q = 0; q < (kc + 1) / 2; q++)
+            for (int j = 0; j < w; j++) {
+                int64_t x = x0 + j, p = 2 * q;
+                uint32_t lo = 0, hi = 0;
+                if (x < width) {
+                    lo = depth_major ? src[p * ld + x] : src[x * ld + p];
+                    if (p + 1 < kc) hi = depth_major ? src[(p + 1) * ld + x] : src[x * ld + p + 1];
+                }
+                d[q * w + j] = lo | hi << 16;
+            }
+    }
+}
+
 /* Rows [i0, i0+mc) x depth [p0, p0+kc) of op(A), in panels of mr rows.
- * Dispatches on mr so that each copy loop is unrolled for its width. */
+ * Dispatches on mr (and the source type) so that each copy loop is
+ * unrolled for its width. */
 static void pack_a(float *dst, const gemm_mats *m, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
                    const tm_gemm_kernel *k)
 {
-#define PACK_A(W)                                                                                  \
-    (m->ta ? pack_copy_w(dst, m->a + p0 * m->lda + i0, m->lda, mc, kc, W)                          \
-           : pack_trans_w(dst, m->a + i0 * m->lda + p0, m->lda, mc, kc, W, k->pack_at))
+    if (k->bf16_pairs) {
+        const uint16_t *s = m->ta ? m->a16 + p0 * m->lda + i0 : m->a16 + i0 * m->lda + p0;
+        pack_pairs(dst, s, m->lda, m->ta, mc, kc, k->mr);
+        return;
+    }
+#define PACK_A(W, BF, SRC)                                                                         \
+    (m->ta ? pack_copy_w(dst, SRC + p0 * m->lda + i0, m->lda, mc, kc, W, BF)                       \
+           : pack_trans_w(dst, SRC + i0 * m->lda + p0, m->lda, mc, kc, W, BF, k->pack_at,          \
+                          k->pack_at16))
+#define PACK_A_ANY(W) (m->bf16 ? PACK_A(W, 1, m->a16) : PACK_A(W, 0, m->a))
     switch (k->mr) {
-    case SCALAR_MR: PACK_A(SCALAR_MR); break;
-    case TM_GEMM_AVX2_MR: PACK_A(TM_GEMM_AVX2_MR); break;
-    case TM_GEMM_AVX512_MR: PACK_A(TM_GEMM_AVX512_MR); break;
+    case SCALAR_MR: PACK_A_ANY(SCALAR_MR); break;
+    case TM_GEMM_AVX2_MR: PACK_A_ANY(TM_GEMM_AVX2_MR); break;
+    case TM_GEMM_AVX512_MR: PACK_A_ANY(TM_GEMM_AVX512_MR); break;
     default: TM_ASSERT(!"unknown gemm mr");
     }
+#undef PACK_A_ANY
 #undef PACK_A
 }
 
@@ -231,14 +353,22 @@ _Static_assert(SCALAR_NR == TM_GEMM_AVX2_NR, "pack_b below has one case for both
 static void pack_b(float *dst, const gemm_mats *m, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
                    const tm_gemm_kernel *k)
 {
-#define PACK_B(W)                                                                                  \
-    (m->tb ? pack_trans_w(dst, m->b + j0 * m->ldb + p0, m->ldb, nc, kc, W, k->pack_bt)             \
-           : pack_copy_w(dst, m->b + p0 * m->ldb + j0, m->ldb, nc, kc, W))
+    if (k->bf16_pairs) {
+        const uint16_t *s = m->tb ? m->b16 + j0 * m->ldb + p0 : m->b16 + p0 * m->ldb + j0;
+        pack_pairs(dst, s, m->ldb, !m->tb, nc, kc, k->nr);
+        return;
+    }
+#define PACK_B(W, BF, SRC)                                                                         \
+    (m->tb ? pack_trans_w(dst, SRC + j0 * m->ldb + p0, m->ldb, nc, kc, W, BF, k->pack_bt,          \
+                          k->pack_bt16)                                                            \
+           : pack_copy_w(dst, SRC + p0 * m->ldb + j0, m->ldb, nc, kc, W, BF))
+#define PACK_B_ANY(W) (m->bf16 ? PACK_B(W, 1, m->b16) : PACK_B(W, 0, m->b))
     switch (k->nr) {
-    case SCALAR_NR: PACK_B(SCALAR_NR); break; /* also TM_GEMM_AVX2_NR */
-    case TM_GEMM_AVX512_NR: PACK_B(TM_GEMM_AVX512_NR); break;
+    case SCALAR_NR: PACK_B_ANY(SCALAR_NR); break; /* also TM_GEMM_AVX2_NR */
+    case TM_GEMM_AVX512_NR: PACK_B_ANY(TM_GEMM_AVX512_NR); break;
     default: TM_ASSERT(!"unknown gemm nr");
     }
+#undef PACK_B_ANY
 #undef PACK_B
 }
 
@@ -249,6 +379,8 @@ typedef struct {
     int64_t M, N, K, kb; /* kb: depth of every K block but maybe the last */
     float alpha, beta;
     const float *A, *B;
+    const uint16_t *A16, *B16; /* bf16 sources instead, when bf16 */
+    int bf16;
     float *C;
     int64_t lda, ldb, ldc;
     int ta, tb;
@@ -284,6 +416,10 @@ static void macro_kernel(const tm_gemm_kernel *k, int64_t mc, int64_t nc, int64_
                 k->ukr(kc, apanel, bpanel, ct, ldc, alpha, beta, load_c);
                 continue;
             }
+            if (cols == nr && k->ukr_rows) { /* the rows that exist, straight into C */
+                k->ukr_rows(rows, kc, apanel, bpanel, ct, ldc, alpha, beta, load_c);
+                continue;
+            }
             /* an edge tile: same microkernel on a scratch tile */
             alignas(64) float tile[TM_GEMM_MAX_MR * TM_GEMM_MAX_NR];
             if (load_c) {
@@ -291,7 +427,10 @@ static void macro_kernel(const tm_gemm_kernel *k, int64_t mc, int64_t nc, int64_
                 for (int64_t r = 0; r < rows; r++)
                     memcpy(tile + r * nr, ct + r * ldc, (size_t)cols * sizeof(float));
             }
-            k->ukr(kc, apanel, bpanel, tile, nr, alpha, beta, load_c);
+            if (rows < mr && k->ukr_rows)
+                k->ukr_rows(rows, kc, apanel, bpanel, tile, nr, alpha, beta, load_c);
+            else
+                k->ukr(kc, apanel, bpanel, tile, nr, alpha, beta, load_c);
             for (int64_t r = 0; r < rows; r++)
                 memcpy(ct + r * ldc, tile + r * nr, (size_t)cols * sizeof(float));
         }
@@ -333,8 +472,11 @@ static void unit_block(const gemm_job *job, int64_t u, gemm_mats *m, int64_t *i0
 {
     const tm_gemm_kernel *k = job->kern;
     int64_t per = job->mt * job->nt, b = u / per, r = u % per;
-    m->a = job->A + b * job->stride_a;
-    m->b = job->B + b * job->stride_b;
+    m->bf16 = job->bf16;
+    m->a = job->bf16 ? NULL : job->A + b * job->stride_a;
+    m->b = job->bf16 ? NULL : job->B + b * job->stride_b;
+    m->a16 = job->bf16 ? job->A16 + b * job->stride_a : NULL;
+    m->b16 = job->bf16 ? job->B16 + b * job->stride_b : NULL;
     m->c = job->C + b * job->stride_c;
     m->lda = job->lda;
     m->ldb = job->ldb;
@@ -400,7 +542,7 @@ static void pack_b_task(void *ctx, int64_t t, int64_t n)
 {
     const gemm_job *job = ctx;
     const tm_gemm_kernel *k = job->kern;
-    gemm_mats m = {.b = job->B, .ldb = job->ldb, .tb = job->tb};
+    gemm_mats m = {.b = job->B, .b16 = job->B16, .ldb = job->ldb, .tb = job->tb, .bf16 = job->bf16};
     int64_t qb, qe;
     tm_split_range(job->n_pad / k->nr, t, n, &qb, &qe);
     int64_t j0 = qb * k->nr, j1 = min64(qe * k->nr, job->N);
@@ -488,6 +630,37 @@ static void plan(gemm_job *job, int64_t batch)
     job->ntasks = min64(job->units, want);
 }
 
+/* K blocks of equal depth (at most the kernel's kc): a function of K and
+ * the kernel alone, which the results depend on. */
+static int64_t k_block(const tm_gemm_kernel *k, int64_t K)
+{
+    int64_t nkb = (K + k->kc - 1) / k->kc;
+    return (K + nkb - 1) / nkb;
+}
+
+/* Plans and runs a job (kern, sizes, operands and strides filled in) over
+ * `batch` matrices. Unless B comes packed already, every block row of
+ * every matrix packs the same B when there is one B: then it is packed
+ * once, in parallel, and shared. Same bits either way. */
+static void run_job(gemm_job *job, int64_t batch)
+{
+    const tm_gemm_kernel *k = job->kern;
+    job->kb = k_block(k, job->K);
+    job->n_pad = (job->N + k->nr - 1) / k->nr * k->nr;
+    plan(job, batch);
+    float *own = NULL;
+    double fmas = (double)batch * (double)job->M * (double)job->N * (double)job->K;
+    if (!job->bpacked && (batch == 1 || job->stride_b == 0) && job->ntasks > 1 &&
+        batch * job->mt > 1 && fmas >= SHARED_B_MIN_FMAS &&
+        (double)job->K * (double)job->n_pad * sizeof(float) <= SHARED_B_MAX_BYTES) {
+        own = tm_alloc((size_t)(job->K * job->n_pad) * sizeof(float));
+        job->bpacked = own;
+        if (own) tm_parallel_for(min64(job->ntasks, job->n_pad / k->nr), pack_b_task, job);
+    }
+    tm_parallel_for(job->ntasks, gemm_task, job);
+    tm_free(own);
+}
+
 void tm_sgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
                       float alpha, const float *A, int64_t lda, int64_t stride_a, const float *B,
                       int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
@@ -517,24 +690,7 @@ void tm_sgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t M, int64_
         .stride_b = stride_b,
         .stride_c = stride_c,
     };
-    /* K blocks of equal depth (at most the kernel's kc): a function of K alone */
-    int64_t nkb = (K + job.kern->kc - 1) / job.kern->kc;
-    job.kb = (K + nkb - 1) / nkb;
-    plan(&job, batch);
-
-    /* Every block row of every matrix packs the same B when there is one
-     * B: pack it once, in parallel, and share it. Same bits either way. */
-    job.n_pad = (N + job.kern->nr - 1) / job.kern->nr * job.kern->nr;
-    double fmas = (double)batch * (double)M * (double)N * (double)K;
-    if ((batch == 1 || stride_b == 0) && job.ntasks > 1 && batch * job.mt > 1 &&
-        fmas >= SHARED_B_MIN_FMAS &&
-        (double)K * (double)job.n_pad * sizeof(float) <= SHARED_B_MAX_BYTES) {
-        job.bpacked = tm_alloc((size_t)(K * job.n_pad) * sizeof(float));
-        if (job.bpacked)
-            tm_parallel_for(min64(job.ntasks, job.n_pad / job.kern->nr), pack_b_task, &job);
-    }
-    tm_parallel_for(job.ntasks, gemm_task, &job);
-    tm_free(job.bpacked);
+    run_job(&job, batch);
 }
 
 void tm_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -542,4 +698,144 @@ void tm_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
               int64_t ldc)
 {
     tm_sgemm_batched(trans_a, trans_b, 1, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+}
+
+/* ------------------------------------------------------ pre-packed B */
+
+struct tm_packed_b {
+    const tm_gemm_kernel *kern; /* the kernel whose layout data has */
+    int64_t K, N, kb, n_pad;
+    int trans_b;
+    float *data; /* K * n_pad floats: K block pc at data + pc * n_pad */
+};
+
+tm_status tm_sgemm_pack_b(tm_packed_b **out, int trans_b, int64_t K, int64_t N, const float *B,
+                          int64_t ldb)
+{
+    if (!out) return tm_fail(TM_ERR_INVALID, "sgemm_pack_b: out is NULL");
+    *out = NULL;
+    if (K < 0 || N < 0)
+        return tm_fail(TM_ERR_INVALID, "sgemm_pack_b: sizes K=%lld N=%lld must be >= 0",
+                       (long long)K, (long long)N);
+    int64_t row = trans_b ? K : N;
+    if (ldb < (row > 1 ? row : 1))
+        return tm_fail(TM_ERR_INVALID,
+                       "sgemm_pack_b: ldb=%lld is smaller than a row of B (%lld floats, %s)",
+                       (long long)ldb, (long long)row, trans_b ? "B is (N, K)" : "B is (K, N)");
+    if (!B && K > 0 && N > 0) return tm_fail(TM_ERR_INVALID, "sgemm_pack_b: B is NULL");
+    const tm_gemm_kernel *k = tm_gemm_kernel_for(tm_cpu_isa());
+    int64_t n_pad = (N + k->nr - 1) / k->nr * k->nr;
+    size_t bytes;
+    if (!tm_mul_size((size_t)K, (size_t)n_pad, &bytes) ||
+        !tm_mul_size(bytes, sizeof(float), &bytes))
+        return tm_fail(TM_ERR_NOMEM, "sgemm_pack_b: K=%lld x N=%lld overflows a size",
+                       (long long)K, (long long)N);
+    tm_packed_b *p = tm_calloc(1, sizeof *p);
+    if (!p) return tm_fail(TM_ERR_NOMEM, "sgemm_pack_b: out of memory");
+    p->kern = k;
+    p->K = K;
+    p->N = N;
+    p->kb = K > 0 ? k_block(k, K) : 1;
+    p->n_pad = n_pad;
+    p->trans_b = trans_b != 0;
+    p->data = tm_alloc(bytes ? bytes : 64);
+    if (!p->data) {
+        tm_free(p);
+        return tm_fail(TM_ERR_NOMEM, "sgemm_pack_b: out of memory for %zu bytes of packed B",
+                       bytes);
+    }
+    tm_sgemm_repack_b(p, B, ldb);
+    *out = p;
+    return TM_OK;
+}
+
+void tm_sgemm_repack_b(tm_packed_b *p, const float *B, int64_t ldb)
+{
+    if (!p || p->K == 0 || p->N == 0) return;
+    gemm_job job = {.kern = p->kern, .K = p->K, .N = p->N, .kb = p->kb, .n_pad = p->n_pad,
+                    .B = B, .ldb = ldb, .tb = p->trans_b, .bpacked = p->data};
+    int64_t panels = p->n_pad / p->kern->nr;
+    /* a few panels per task, and no threads for a small matrix */
+    int64_t tasks = (double)p->K * (double)p->n_pad < 65536 ? 1 : min64(panels, 16);
+    tm_parallel_for(tasks, pack_b_task, &job);
+}
+
+void tm_sgemm_packed(int trans_a, int64_t M, float alpha, const float *A, int64_t lda,
+                     const tm_packed_b *B, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || B->N <= 0) return;
+    if (B->K <= 0 || alpha == 0.0f) {
+        scale_c(1, M, B->N, beta, C, ldc, 0);
+        return;
+    }
+    gemm_job job = {
+        .kern = B->kern,
+        .M = M,
+        .N = B->N,
+        .K = B->K,
+        .alpha = alpha,
+        .beta = beta,
+        .A = A,
+        .C = C,
+        .lda = lda,
+        .ldc = ldc,
+        .ta = trans_a != 0,
+        .tb = B->trans_b,
+        .bpacked = B->data,
+    };
+    run_job(&job, 1);
+}
+
+int64_t tm_packed_b_k(const tm_packed_b *p) { return p ? p->K : 0; }
+int64_t tm_packed_b_n(const tm_packed_b *p) { return p ? p->N : 0; }
+
+size_t tm_packed_b_bytes(const tm_packed_b *p)
+{
+    return p ? sizeof *p + (size_t)(p->K * p->n_pad) * sizeof(float) : 0;
+}
+
+void tm_packed_b_free(tm_packed_b *p)
+{
+    if (!p) return;
+    tm_free(p->data);
+    tm_free(p);
+}
+
+/* -------------------------------------------------------------- bf16 */
+
+void tm_gemm_bf16_with(const tm_gemm_kernel *k, int trans_a, int trans_b, int64_t M, int64_t N,
+                       int64_t K, float alpha, const uint16_t *A, int64_t lda, const uint16_t *B,
+                       int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(1, M, N, beta, C, ldc, 0);
+        return;
+    }
+    gemm_job job = {
+        .kern = k,
+        .M = M,
+        .N = N,
+        .K = K,
+        .alpha = alpha,
+        .beta = beta,
+        .A16 = A,
+        .B16 = B,
+        .bf16 = 1,
+        .C = C,
+        .lda = lda,
+        .ldb = ldb,
+        .ldc = ldc,
+        .ta = trans_a != 0,
+        .tb = trans_b != 0,
+    };
+    run_job(&job, 1);
+}
+
+void tm_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float beta,
+                  float *C, int64_t ldc)
+{
+    tm_gemm_bf16_with(tm_gemm_kernel_bf16(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                      beta, C, ldc);
 }

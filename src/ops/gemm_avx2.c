@@ -127,3 +127,77 @@ void tm_gemm_pack_bt_avx2(float *dst, const float *src, int64_t ld, int64_t kc)
         for (int j = 0; j < NR; j++)
             dst[p * NR + j] = src[j * ld + p];
 }
+
+/* The first m < MR rows of a tile (see tm_gemm_ukr_rows_fn): for each row
+ * the same FMA chain and the same store as the full kernel, so the bits
+ * match. Instantiated for m = 1..MR-1 below, each with its accumulators in
+ * registers. */
+static inline __attribute__((always_inline)) void ukr_rows(const int m, int64_t kc, const float *a,
+                                                           const float *b, float *c, int64_t ldc,
+                                                           float alpha, float beta, int load_c)
+{
+    __m256 lo[MR], hi[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        lo[i] = hi[i] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++) {
+            __m256 ax = _mm256_broadcast_ss(a + i);
+            lo[i] = _mm256_fmadd_ps(ax, b0, lo[i]);
+            hi[i] = _mm256_fmadd_ps(ax, b1, hi[i]);
+        }
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        STORE_ROW(i, lo[i], hi[i]);
+}
+
+void tm_gemm_ukr_rows_avx2(int64_t m, int64_t kc, const float *a, const float *b, float *c,
+                           int64_t ldc, float alpha, float beta, int load_c)
+{
+    switch (m) {
+    case 1: ukr_rows(1, kc, a, b, c, ldc, alpha, beta, load_c); break;
+    case 2: ukr_rows(2, kc, a, b, c, ldc, alpha, beta, load_c); break;
+    case 3: ukr_rows(3, kc, a, b, c, ldc, alpha, beta, load_c); break;
+    case 4: ukr_rows(4, kc, a, b, c, ldc, alpha, beta, load_c); break;
+    case 5: ukr_rows(5, kc, a, b, c, ldc, alpha, beta, load_c); break;
+    default: tm_gemm_ukr_avx2(kc, a, b, c, ldc, alpha, beta, load_c); break;
+    }
+}
+
+/* tm_gemm_pack_at_avx2 and tm_gemm_pack_bt_avx2 from bf16 sources. */
+void tm_gemm_pack_at16_avx2(float *dst, const uint16_t *src, int64_t ld, int64_t kc)
+{
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 r[8];
+        tm_gemm_load8x8_bf16(r, src, ld, MR, p);
+        float *d = dst + p * MR;
+        for (int k = 0; k < 7; k++)
+            _mm256_storeu_ps(d + k * MR, r[k]);
+        _mm_storeu_ps(d + 7 * MR, _mm256_castps256_ps128(r[7]));
+        _mm_storel_pi((__m64 *)(d + 7 * MR + 4), _mm256_extractf128_ps(r[7], 1));
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < MR; i++)
+            dst[p * MR + i] = tm_gemm_bf16_f32(src[i * ld + p]);
+}
+
+void tm_gemm_pack_bt16_avx2(float *dst, const uint16_t *src, int64_t ld, int64_t kc)
+{
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        for (int h = 0; h < NR / 8; h++) {
+            __m256 r[8];
+            tm_gemm_load8x8_bf16(r, src + h * 8 * ld, ld, 8, p);
+            for (int k = 0; k < 8; k++)
+                _mm256_storeu_ps(dst + (p + k) * NR + h * 8, r[k]);
+        }
+    }
+    for (; p < kc; p++)
+        for (int j = 0; j < NR; j++)
+            dst[p * NR + j] = tm_gemm_bf16_f32(src[j * ld + p]);
+}
