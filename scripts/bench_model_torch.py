@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """PyTorch side of `trimodal bench`: the twin of scripts/bench_small_twin.py
-timed on random inputs of the config's shapes, in float32 on the CPU.
+timed on random inputs of the config's shapes, on the CPU, in float32 or
+(--dtype bf16) under torch.autocast("cpu", dtype=torch.bfloat16): matmuls,
+linears and convs in bf16, master weights and the optimizer in float32, the
+counterpart of `trimodal bench --dtype bf16`.
 
   infer: the classification forward under torch.no_grad(), the model in
          eval mode; one JSON line with latency_ms_p50/p95/p99 and
@@ -16,7 +19,7 @@ its environment. Exits 0 without output (and a note on stderr) when torch
 cannot be imported.
 
 Usage: bench_model_torch.py infer|train --config C --batch B --threads T
-       [--reps N] [--warmup N] [--case LABEL]
+       [--dtype f32|bf16] [--reps N] [--warmup N] [--case LABEL]
 """
 import argparse
 import json
@@ -43,6 +46,8 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--case", default=None, help="a label copied into the line")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                    help="bf16: forward (and loss) under torch.autocast('cpu', bfloat16)")
     args = ap.parse_args()
     try:
         import torch
@@ -60,12 +65,18 @@ def main():
     inputs = twin.make_inputs(cfg, args.batch, gen)
     params = sum(p.numel() for p in model.parameters())
     times = []
+    bf16 = args.dtype == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
     if args.mode == "infer":
         model.eval()
         with torch.no_grad():
             for i in range(args.warmup + args.reps):
                 t0 = time.perf_counter()
-                model(inputs, need_loss=False)
+                with autocast():
+                    model(inputs, need_loss=False)
                 if i >= args.warmup:
                     times.append((time.perf_counter() - t0) * 1e3)
     else:
@@ -75,8 +86,9 @@ def main():
         for i in range(args.warmup + args.reps):
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=False)
-            r = model(inputs)
-            r["loss"].backward()
+            with autocast():
+                r = model(inputs)
+            r["loss"].float().backward()
             opt.step()
             if i >= args.warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
@@ -84,7 +96,7 @@ def main():
     med = statistics.median(times)
     line = {"bench": args.mode, "impl": "torch", "torch": torch.__version__,
             **({"case": args.case} if args.case else {}),
-            "batch": args.batch, "threads": args.threads, "dtype": "f32", "params": params}
+            "batch": args.batch, "threads": args.threads, "dtype": args.dtype, "params": params}
     if args.mode == "infer":
         line.update({"latency_ms_p50": round(med, 3),
                      "latency_ms_p95": round(percentile(times, 0.95), 3),

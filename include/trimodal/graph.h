@@ -312,6 +312,32 @@ tm_node *tm_graph_checkpoint_end(tm_graph *g, tm_node *y);
 uint64_t tm_graph_rng_counter(const tm_graph *g);   /* 0 for NULL */
 void tm_graph_set_rng_counter(tm_graph *g, uint64_t counter); /* NULL is harmless */
 
+/* Mixed precision: the precision in which matmul, linear and conv
+ * (im2col GEMM) multiply, forward and backward. TM_F32 (the default) is
+ * plain f32. With TM_BF16 or TM_F16 every GEMM operand (activations,
+ * weights and, in backward, the incoming gradient) is rounded to that type
+ * (round to nearest even; in f16, magnitudes beyond 65504 become inf and
+ * tiny ones flush to subnormals or zero, exactly as f16 storage would) and
+ * the products are summed in f32. Everything else (norms, softmax,
+ * attention, losses, the parameter buffer = the f32 master weights, the
+ * gradient buffer, optimizers) stays f32. On a CPU with AVX-512-BF16 the
+ * bf16 linear GEMMs run on tm_gemm_bf16 (vdpbf16ps: equal up to summation
+ * order); elsewhere the emulation computes exactly tm_sgemm of the rounded
+ * operands. Costs a scratch buffer of the largest GEMM's operands, sized at
+ * compile time. Call before tm_graph_compile; TM_ERR_INVALID otherwise or
+ * for another dtype. f16 training needs loss scaling (see tm_loss_scaler in
+ * trimodal/optim.h): small gradients underflow in f16. */
+tm_status tm_graph_set_precision(tm_graph *g, tm_dtype precision);
+tm_dtype tm_graph_precision(const tm_graph *g); /* TM_F32 for NULL */
+
+/* Loss scaling: tm_graph_backward seeds d root = scale instead of 1, so
+ * every gradient (parameter buffer included) comes out multiplied by it;
+ * divide it out before the optimizer step (tm_loss_scaler_unscale). Keeps
+ * small f16 gradients from underflowing. Any time, also after compile;
+ * finite and > 0 (TM_ERR_INVALID otherwise). Default 1. */
+tm_status tm_graph_set_loss_scale(tm_graph *g, float scale);
+float tm_graph_loss_scale(const tm_graph *g); /* 1 for NULL */
+
 /* Plans memory for the nodes that `root` depends on. In TM_GRAPH_TRAIN mode
  * root must be a scalar. Fails with the first build error, if any. */
 tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode);

@@ -173,6 +173,11 @@ typedef struct {
      * block's activations are recomputed in backward): same gradients,
      * much less activation memory, about a third more compute. */
     int checkpoint_blocks;
+    /* Mixed precision: the tm_dtype in which matmuls, linears and convs
+     * multiply (tm_graph_set_precision): TM_F32 (0, the default), TM_BF16
+     * or TM_F16; parameters (master weights), gradients and every other op
+     * stay f32. f16 training needs a tm_loss_scaler (trimodal/optim.h). */
+    int precision;
 } tm_model_graph_opts;
 
 tm_model_graph_opts tm_model_graph_default_opts(void); /* all 0 */

@@ -219,6 +219,57 @@ tm_status tm_lr_schedule_check(const tm_lr_schedule *s);
  * in double, rounded once to float. */
 float tm_lr_at(const tm_lr_schedule *s, int64_t step);
 
+/* ------------------------------------------------- dynamic loss scaling */
+
+/* Dynamic loss scaling for f16 mixed precision (the scheme of PyTorch's
+ * GradScaler). Each step:
+ *
+ *   tm_graph_set_loss_scale(g, tm_loss_scaler_scale(&ls));
+ *   tm_graph_forward(g); tm_graph_backward(g);        grads = scale * dL/dp
+ *   int finite;
+ *   tm_loss_scaler_unscale(&ls, grads, n, &finite);   grads /= scale
+ *   if (tm_loss_scaler_update(&ls, finite))            skip on inf/NaN
+ *       tm_optim_step(opt, params, grads, lr);
+ *
+ * A step whose gradients hold an inf or NaN is skipped and the scale
+ * multiplied by backoff_factor; after growth_interval finite steps in a row
+ * the scale is multiplied by growth_factor. The state is a plain struct: a
+ * trainer checkpoints scale and good_steps with the rest of its state. */
+typedef struct {
+    float init_scale;        /* 65536 (2^16); finite, > 0 */
+    float growth_factor;     /* 2; > 1 */
+    float backoff_factor;    /* 0.5; in (0, 1) */
+    int64_t growth_interval; /* 2000; >= 1 */
+    float min_scale;         /* 2^-24; the scale never backs off below it */
+    float max_scale;         /* 2^24; nor grows above it */
+} tm_loss_scaler_params;
+
+typedef struct {
+    tm_loss_scaler_params p;
+    float scale;        /* the current scale */
+    int64_t good_steps; /* finite steps since the scale last changed */
+    int64_t skipped;    /* steps skipped so far */
+    int64_t steps;      /* tm_loss_scaler_update calls so far */
+} tm_loss_scaler;
+
+tm_loss_scaler_params tm_loss_scaler_default_params(void);
+
+/* TM_ERR_INVALID naming the first bad field (then *s is left untouched). */
+tm_status tm_loss_scaler_init(tm_loss_scaler *s, tm_loss_scaler_params p);
+
+float tm_loss_scaler_scale(const tm_loss_scaler *s); /* 1 for NULL */
+
+/* grads[i] *= 1 / scale for the n gradients (exact when the scale is a
+ * power of two, as it always is from the defaults), and *finite_out = 1 if
+ * every result is finite, else 0. TM_ERR_INVALID for NULL arguments. */
+tm_status tm_loss_scaler_unscale(const tm_loss_scaler *s, float *grads, size_t n,
+                                 int *finite_out);
+
+/* Advances the state machine after a step's gradients were checked:
+ * returns 1 if the optimizer step should be applied (finite), 0 if it must
+ * be skipped (the scale was backed off). NULL returns 0. */
+int tm_loss_scaler_update(tm_loss_scaler *s, int finite);
+
 #ifdef __cplusplus
 }
 #endif

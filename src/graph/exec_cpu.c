@@ -6,6 +6,7 @@
 #include "graph_internal.h"
 #include "ops/basic.h"
 #include "ops/ops_extra.h"
+#include "ops/precision.h"
 #include "trimodal/ops.h"
 
 #define F(n) ((float *)(n)->value)
@@ -68,15 +69,59 @@ static mm_dims mm_of(const tm_node *n)
     return d;
 }
 
-static void matmul_forward(tm_node *n)
+/* ------------------------------------------------ reduced precision */
+
+/* Mixed precision (tm_graph_set_precision): GEMM operands are rounded into
+ * g->prec_buf, which compile sized for the largest GEMM node's inputs plus
+ * its output gradient; *off counts the floats used by the current node. */
+static const float *prec_round(tm_graph *g, size_t *off, const float *x, int64_t n)
+{
+    float *d = g->prec_buf + *off;
+    *off += (size_t)n;
+    tm_round_precision(d, x, n, g->precision);
+    return d;
+}
+
+/* C = op(A) op(B) + beta C for a plain (folded) GEMM, in the graph's
+ * precision; A holds rows_a rows of lda floats, B rows_b of ldb. bf16 runs
+ * on tm_gemm_bf16 (vdpbf16ps where the CPU has it, else exactly tm_sgemm of
+ * the widened operands); f16 on tm_sgemm of the rounded operands. */
+static void gemm_prec(tm_graph *g, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                      const float *A, int64_t lda, int64_t rows_a, const float *B, int64_t ldb,
+                      int64_t rows_b, float beta, float *C, int64_t ldc)
+{
+    if (g->precision == TM_F32) {
+        tm_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    } else if (g->precision == TM_BF16) {
+        tm_bf16 *a16 = (tm_bf16 *)g->prec_buf;
+        tm_bf16 *b16 = a16 + rows_a * lda;
+        tm_pack_bf16(a16, A, rows_a * lda);
+        tm_pack_bf16(b16, B, rows_b * ldb);
+        tm_gemm_bf16(ta, tb, M, N, K, 1.0f, a16, lda, b16, ldb, beta, C, ldc);
+    } else {
+        size_t off = 0;
+        const float *ra = prec_round(g, &off, A, rows_a * lda);
+        const float *rb = prec_round(g, &off, B, rows_b * ldb);
+        tm_sgemm(ta, tb, M, N, K, 1.0f, ra, lda, rb, ldb, beta, C, ldc);
+    }
+}
+
+static void matmul_forward(tm_graph *g, tm_node *n)
 {
     mm_dims d = mm_of(n);
     const float *A = F(n->src[0]), *B = F(n->src[1]);
-    if (d.mode == 1 && !d.ta) /* one big GEMM: fold the batch into M */
-        tm_sgemm(0, d.tb, d.batch * d.M, d.N, d.K, 1.0f, A, d.lda, B, d.ldb, 0.0f, F(n), d.N);
-    else
-        tm_sgemm_batched(d.ta, d.tb, d.batch, d.M, d.N, d.K, 1.0f, A, d.lda, d.sa, B, d.ldb, d.sb,
-                         0.0f, F(n), d.N, d.sc);
+    if (d.mode == 1 && !d.ta) { /* one big GEMM: fold the batch into M */
+        gemm_prec(g, 0, d.tb, d.batch * d.M, d.N, d.K, A, d.lda, d.batch * d.M, B, d.ldb,
+                  n->src[1]->numel / d.ldb, 0.0f, F(n), d.N);
+        return;
+    }
+    if (g->precision != TM_F32) {
+        size_t off = 0;
+        A = prec_round(g, &off, A, n->src[0]->numel);
+        B = prec_round(g, &off, B, n->src[1]->numel);
+    }
+    tm_sgemm_batched(d.ta, d.tb, d.batch, d.M, d.N, d.K, 1.0f, A, d.lda, d.sa, B, d.ldb, d.sb,
+                     0.0f, F(n), d.N, d.sc);
 }
 
 /* One operand's gradient; a shared (stride 0) operand sums over the batch
@@ -93,7 +138,7 @@ static void mm_grad(int ta, int tb, int64_t batch, int64_t M, int64_t N, int64_t
         tm_sgemm(ta, tb, M, N, K, 1.0f, X + i * sx, ldx, Y + i * sy, ldy, 1.0f, D, ldd);
 }
 
-static void matmul_backward(tm_node *n)
+static void matmul_backward(tm_graph *g, tm_node *n)
 {
     mm_dims d = mm_of(n);
     tm_node *a = n->src[0], *b = n->src[1];
@@ -102,13 +147,19 @@ static void matmul_backward(tm_node *n)
     int64_t M = d.M, N = d.N, K = d.K;
     if (d.mode == 1 && !d.ta) {
         /* A is (batch*M, K) */
-        int64_t BM = d.batch * M;
-        if (dA) tm_sgemm(0, !d.tb, BM, K, N, 1.0f, dC, N, B, d.ldb, 1.0f, dA, K);
+        int64_t BM = d.batch * M, rows_b = b->numel / d.ldb;
+        if (dA) gemm_prec(g, 0, !d.tb, BM, K, N, dC, N, BM, B, d.ldb, rows_b, 1.0f, dA, K);
         if (dB) {
-            if (!d.tb) tm_sgemm(1, 0, K, N, BM, 1.0f, A, K, dC, N, 1.0f, dB, N);
-            else tm_sgemm(1, 0, N, K, BM, 1.0f, dC, N, A, K, 1.0f, dB, K);
+            if (!d.tb) gemm_prec(g, 1, 0, K, N, BM, A, K, BM, dC, N, BM, 1.0f, dB, N);
+            else gemm_prec(g, 1, 0, N, K, BM, dC, N, BM, A, K, BM, 1.0f, dB, K);
         }
         return;
+    }
+    if (g->precision != TM_F32) {
+        size_t off = 0;
+        A = prec_round(g, &off, A, a->numel);
+        B = prec_round(g, &off, B, b->numel);
+        dC = prec_round(g, &off, dC, n->numel);
     }
     if (dA) {
         if (!d.ta) /* dA (M,K) = dC (M,N) op(B)^T */
@@ -134,7 +185,7 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
     case TM_OP_PARAM:
     case TM_OP_RESHAPE:
         return TM_OK;
-    case TM_OP_MATMUL: matmul_forward(n); return TM_OK;
+    case TM_OP_MATMUL: matmul_forward(g, n); return TM_OK;
     case TM_OP_ADD:
     case TM_OP_SUB:
     case TM_OP_MUL:
@@ -218,7 +269,13 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
     case TM_OP_CONV1D:
     case TM_OP_CONV2D: {
         const int *p = n->ip;
-        tm_conv2d_forward(F(n), n->work, F(x), F(n->src[1]), n->src[2] ? F(n->src[2]) : NULL, p[0],
+        const float *cx = F(x), *cw = F(n->src[1]);
+        if (g->precision != TM_F32) { /* im2col of rounded x = rounded im2col */
+            size_t off = 0;
+            cx = prec_round(g, &off, cx, x->numel);
+            cw = prec_round(g, &off, cw, n->src[1]->numel);
+        }
+        tm_conv2d_forward(F(n), n->work, cx, cw, n->src[2] ? F(n->src[2]) : NULL, p[0],
                           p[1], p[2], p[3], p[4], p[5], p[6], (int64_t)n->fp[0], (int64_t)n->fp[1],
                           (int64_t)n->fp[2], (int64_t)n->fp[3]);
         return TM_OK;
@@ -282,7 +339,6 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
 
 tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
 {
-    (void)g;
     tm_node *x = n->src[0];
     const float *dy = n->grad;
     switch (n->op) {
@@ -290,7 +346,7 @@ tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
     case TM_OP_PARAM:
     case TM_OP_RESHAPE: /* shares its gradient with its source */
         return TM_OK;
-    case TM_OP_MATMUL: matmul_backward(n); return TM_OK;
+    case TM_OP_MATMUL: matmul_backward(g, n); return TM_OK;
     case TM_OP_ADD:
     case TM_OP_SUB:
     case TM_OP_MUL:
@@ -390,7 +446,14 @@ tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
     case TM_OP_CONV1D:
     case TM_OP_CONV2D: {
         const int *p = n->ip;
-        tm_conv2d_backward(G(x), G(n->src[1]), G(n->src[2]), n->bwork, dy, F(x), F(n->src[1]),
+        const float *cx = F(x), *cw = F(n->src[1]), *cdy = dy;
+        if (g->precision != TM_F32) {
+            size_t off = 0;
+            cx = prec_round(g, &off, cx, x->numel);
+            cw = prec_round(g, &off, cw, n->src[1]->numel);
+            cdy = prec_round(g, &off, cdy, n->numel);
+        }
+        tm_conv2d_backward(G(x), G(n->src[1]), G(n->src[2]), n->bwork, cdy, cx, cw,
                            p[0], p[1], p[2], p[3], p[4], p[5], p[6], (int64_t)n->fp[0],
                            (int64_t)n->fp[1], (int64_t)n->fp[2], (int64_t)n->fp[3]);
         return TM_OK;

@@ -66,6 +66,7 @@ const char *tm_op_name(tm_op op)
 tm_graph *tm_graph_new(void)
 {
     tm_graph *g = tm_calloc(1, sizeof *g);
+    if (g) g->loss_scale = 1.0f;
     return g;
 }
 
@@ -85,6 +86,7 @@ void tm_graph_free(tm_graph *g)
     }
     tm_free(g->arena);
     tm_free(g->grad_ready);
+    tm_free(g->prec_buf);
     tm_free(g->segs);
     tm_free(g);
 }

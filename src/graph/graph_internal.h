@@ -82,6 +82,10 @@ struct tm_graph {
     tm_segment *segs;
     int n_segs, cap_segs;
     int seg_open;           /* segs[n_segs - 1] is still open */
+    tm_dtype precision;     /* GEMM operand precision: TM_F32, TM_BF16, TM_F16 */
+    float *prec_buf;        /* rounded GEMM operands (precision != TM_F32) */
+    size_t prec_floats;
+    float loss_scale;       /* backward seeds d root = loss_scale (default 1) */
 };
 
 /* Records the first build error of g (see tm_graph_fail); returns NULL. */

@@ -1,4 +1,5 @@
 /* Compiling and running a graph: the backend-independent loops. */
+#include <math.h>
 #include <string.h>
 
 #include "graph_internal.h"
@@ -11,6 +12,57 @@ typedef struct {
 } tm_backend;
 
 static const tm_backend cpu_backend = {"cpu", tm_cpu_forward, tm_cpu_backward};
+
+tm_status tm_graph_set_precision(tm_graph *g, tm_dtype precision)
+{
+    if (!g) return tm_fail(TM_ERR_INVALID, "graph_set_precision: NULL graph");
+    if (g->compiled)
+        return tm_fail(TM_ERR_INVALID, "graph_set_precision: call it before tm_graph_compile");
+    if (precision != TM_F32 && precision != TM_BF16 && precision != TM_F16)
+        return tm_fail(TM_ERR_INVALID,
+                       "graph_set_precision: matmul precision must be f32, bf16 or f16, got %s",
+                       tm_dtype_name(precision));
+    g->precision = precision;
+    return TM_OK;
+}
+
+tm_dtype tm_graph_precision(const tm_graph *g) { return g ? g->precision : TM_F32; }
+
+tm_status tm_graph_set_loss_scale(tm_graph *g, float scale)
+{
+    if (!g) return tm_fail(TM_ERR_INVALID, "graph_set_loss_scale: NULL graph");
+    if (!(scale > 0.0f) || isinf(scale))
+        return tm_fail(TM_ERR_INVALID,
+                       "graph_set_loss_scale: the scale must be finite and > 0, got %g",
+                       (double)scale);
+    g->loss_scale = scale;
+    return TM_OK;
+}
+
+float tm_graph_loss_scale(const tm_graph *g) { return g ? g->loss_scale : 1.0f; }
+
+/* The scratch for rounded GEMM operands: the largest GEMM node's inputs,
+ * plus its output gradient when training (see exec_cpu.c). */
+static tm_status prec_alloc(tm_graph *g)
+{
+    if (g->precision == TM_F32) return TM_OK;
+    size_t need = 0;
+    for (int i = 0; i < g->n; i++) {
+        const tm_node *n = g->nodes[i];
+        if (n->op != TM_OP_MATMUL && n->op != TM_OP_CONV1D && n->op != TM_OP_CONV2D) continue;
+        size_t k = (size_t)n->src[0]->numel + (size_t)n->src[1]->numel;
+        if (g->mode == TM_GRAPH_TRAIN) k += (size_t)n->numel;
+        if (k > need) need = k;
+    }
+    if (!need) return TM_OK;
+    g->prec_buf = tm_alloc(need * sizeof(float));
+    if (!g->prec_buf)
+        return tm_fail(TM_ERR_NOMEM,
+                       "graph_compile: out of memory for %zu floats of %s GEMM operands", need,
+                       tm_dtype_name(g->precision));
+    g->prec_floats = need;
+    return TM_OK;
+}
 
 tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode)
 {
@@ -49,6 +101,8 @@ tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode)
         return tm_fail(TM_ERR_NOMEM, "graph_compile: out of memory for %zu parameters",
                        g->n_params);
     tm_status s = tm_plan(g);
+    if (s) return s;
+    s = prec_alloc(g);
     if (s) return s;
     g->compiled = 1;
     return TM_OK;
@@ -107,7 +161,7 @@ static tm_status backward(tm_graph *g, int accumulate)
     }
     tm_node *root = g->root;
     if (!root->requires_grad) return TM_OK; /* nothing trainable reaches the loss */
-    root->grad[0] = 1.0f;
+    root->grad[0] = g->loss_scale;
     g->grad_ready[root->storage->id] = 1;
     for (int i = g->n - 1; i >= 0; i--) {
         tm_node *n = g->nodes[i];

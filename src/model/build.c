@@ -650,6 +650,8 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
         s = tm_fail(TM_ERR_NOMEM, "model_graph_new: out of memory");
         goto fail;
     }
+    s = tm_graph_set_precision(mg->g, (tm_dtype)mg->opts.precision); /* GEMM precision */
+    if (s) goto fail;
     memset(mg->present, 1, (size_t)batch * (size_t)c->n_enc);
     if (need_cap)
         for (int64_t k = 0; k < batch * c->caption_tokens; k++) mg->caption[k] = c->caption_pad;

@@ -39,7 +39,7 @@ contains inspect-dir "training, batch 32"
 check inspect-cfg 0 "$bin" inspect "$cfg" --json;  json_lines inspect-cfg; contains inspect-cfg '"memory_mb"'
 check bench-help 0 "$bin" bench --help;             contains bench-help "infer|train"
 check bench-nomode 2 "$bin" bench --config "$cfg"
-check bench-dtype 1 "$bin" bench infer --config "$cfg" --dtype bf16
+check bench-dtype 2 "$bin" bench infer --config "$cfg" --dtype q8
 check bench-infer 0 "$bin" bench infer --config "$cfg" --batch 2 --threads 1 --reps 2 --json
 json_lines bench-infer; contains bench-infer '"latency_ms_p99"'
 check bench-train 0 "$bin" bench train --config "$tmp/m" --batch 2 --reps 2 --warmup 1 --json

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "trimodal/graph.h"
 #include "trimodal/model.h"
 #include "trimodal/optim.h"
 
@@ -298,7 +299,7 @@ int cmd_inspect_model(const char *path, int json)
 
 static const char *bench_help =
     "usage: trimodal bench infer|train --config CONFIG [--batch B] [--threads T]\n"
-    "                     [--dtype f32] [--reps N] [--warmup N] [--json]\n"
+    "                     [--dtype f32|bf16|f16] [--reps N] [--warmup N] [--json]\n"
     "\n"
     "Times the model of CONFIG (a config file, or a model folder) on random inputs of\n"
     "its shapes and fresh weights (seed 0).\n"
@@ -307,8 +308,14 @@ static const char *bench_help =
     "  train  one training step: forward, loss, backward, AdamW update (lr 1e-3,\n"
     "         betas 0.9/0.999, eps 1e-8, weight decay 0.01); reports the step's median\n"
     "         and p95 and samples/s\n"
-    "Defaults: batch 32, the library's thread count, f32 (the only dtype so far),\n"
-    "10 timed repetitions (50 for infer at batch <= 4) after 2 warm-up ones.\n"
+    "--dtype: the precision of the matmuls, linears and convs (mixed precision):\n"
+    "  f32   everything in f32 (the default)\n"
+    "  bf16  GEMM operands rounded to bf16, f32 accumulation, f32 master weights\n"
+    "        (AVX-512-BF16 where the CPU has it, an exact emulation elsewhere)\n"
+    "  f16   the same in f16; train adds dynamic loss scaling (skipped steps are\n"
+    "        counted in the output)\n"
+    "Defaults: batch 32, the library's thread count, f32, 10 timed repetitions\n"
+    "(50 for infer at batch <= 4) after 2 warm-up ones.\n"
     "--json prints one line: {\"bench\",\"batch\",\"threads\",\"dtype\",\"params\",...}.\n";
 
 static int cmp_double(const void *a, const void *b)
@@ -377,10 +384,11 @@ int cmd_bench(int argc, char **argv, int json)
     }
     if (!mode) return usage("bench", "%s", "say what to time: infer or train");
     if (!config) return usage("bench", "%s", "give --config CONFIG");
-    if (strcmp(dtype, "f32")) {
-        fprintf(stderr, "trimodal bench: dtype '%s' is not supported yet (only f32)\n", dtype);
-        return strcmp(dtype, "bf16") && strcmp(dtype, "f16") ? 2 : 1;
-    }
+    tm_dtype prec = TM_F32;
+    if (!strcmp(dtype, "bf16")) prec = TM_BF16;
+    else if (!strcmp(dtype, "f16")) prec = TM_F16;
+    else if (strcmp(dtype, "f32"))
+        return usage("bench", "unknown --dtype '%s' (use f32, bf16 or f16)", dtype);
     int train = !strcmp(mode, "train");
     if (reps < 0) reps = !train && batch <= 4 ? 50 : 10;
     if (threads && tm_set_num_threads((int)threads)) return failed("bench");
@@ -392,8 +400,13 @@ int cmd_bench(int argc, char **argv, int json)
     if (!ms || open_model(config, 0, &m) || tm_model_init_weights(m, 0)) goto done;
     tm_model_info in = tm_model_get_info(m);
     tm_model_mode gm = train ? TM_MODEL_TRAIN : in.num_classes ? TM_MODEL_CLASSIFY : TM_MODEL_EMBED;
-    if (tm_model_graph_new(&g, m, batch, gm)) goto done;
+    tm_model_graph_opts gopts = tm_model_graph_default_opts();
+    gopts.precision = (int)prec;
+    if (tm_model_graph_new_opts(&g, m, batch, gm, &gopts)) goto done;
     random_inputs(g, &in);
+    tm_loss_scaler scaler;
+    int scaled = train && prec == TM_F16;
+    if (scaled && tm_loss_scaler_init(&scaler, tm_loss_scaler_default_params())) goto done;
     size_t n_train = tm_model_trainable_count(m);
     if (train) {
         tm_optim_params op = tm_optim_default_params(TM_OPTIM_ADAMW);
@@ -403,10 +416,21 @@ int cmd_bench(int argc, char **argv, int json)
     }
     for (int64_t i = 0; i < warmup + reps; i++) {
         double t0 = tm_time_s();
+        if (scaled && tm_graph_set_loss_scale(tm_model_graph_graph(g),
+                                              tm_loss_scaler_scale(&scaler)))
+            goto done;
         if (tm_model_graph_forward(g)) goto done;
-        if (train && (tm_model_graph_backward(g) ||
-                      tm_optim_step(opt, tm_model_params(m, NULL), tm_model_grads(m, NULL),
-                                    TM_OPTIM_LR_DEFAULT)))
+        if (train && tm_model_graph_backward(g)) goto done;
+        int apply = train;
+        if (scaled) {
+            int finite = 0;
+            if (tm_loss_scaler_unscale(&scaler, tm_model_grads(m, NULL), n_train, &finite))
+                goto done;
+            apply = tm_loss_scaler_update(&scaler, finite);
+        }
+        if (apply &&
+            tm_optim_step(opt, tm_model_params(m, NULL), tm_model_grads(m, NULL),
+                          TM_OPTIM_LR_DEFAULT))
             goto done;
         double dt = (tm_time_s() - t0) * 1e3;
         if (i >= warmup) ms[i - warmup] = dt;
@@ -417,8 +441,11 @@ int cmd_bench(int argc, char **argv, int json)
     double rss = (double)ru.ru_maxrss / 1024.0, med = pct(ms, (int)reps, 0.5);
     int nt = tm_get_num_threads();
     if (json) {
-        printf("{\"bench\":\"%s\",\"batch\":%lld,\"threads\":%d,\"dtype\":\"f32\",\"params\":%zu,",
-               mode, (long long)batch, nt, n_train);
+        printf("{\"bench\":\"%s\",\"batch\":%lld,\"threads\":%d,\"dtype\":\"%s\",\"params\":%zu,",
+               mode, (long long)batch, nt, tm_dtype_name(prec), n_train);
+        if (scaled)
+            printf("\"loss_scale\":%g,\"skipped_steps\":%lld,", (double)scaler.scale,
+                   (long long)scaler.skipped);
         if (train)
             printf("\"step_ms_median\":%.3f,\"step_ms_p95\":%.3f,", med, pct(ms, (int)reps, 0.95));
         else
@@ -427,13 +454,13 @@ int cmd_bench(int argc, char **argv, int json)
         printf("\"samples_per_s\":%.2f,\"peak_rss_mb\":%.1f,\"reps\":%lld}\n",
                (double)batch * 1e3 / med, rss, (long long)reps);
     } else if (train) {
-        printf("train %s: batch %lld, %d threads, f32: step %.1f ms median (p95 %.1f), "
+        printf("train %s: batch %lld, %d threads, %s: step %.1f ms median (p95 %.1f), "
                "%.1f samples/s, peak RSS %.0f MB\n", in.name && *in.name ? in.name : config,
-               (long long)batch, nt, med, pct(ms, (int)reps, 0.95), (double)batch * 1e3 / med, rss);
+               (long long)batch, nt, tm_dtype_name(prec), med, pct(ms, (int)reps, 0.95), (double)batch * 1e3 / med, rss);
     } else {
-        printf("infer %s: batch %lld, %d threads, f32: latency %.2f ms p50, %.2f p95, %.2f p99; "
+        printf("infer %s: batch %lld, %d threads, %s: latency %.2f ms p50, %.2f p95, %.2f p99; "
                "%.1f samples/s, peak RSS %.0f MB\n", in.name && *in.name ? in.name : config,
-               (long long)batch, nt, med, pct(ms, (int)reps, 0.95), pct(ms, (int)reps, 0.99),
+               (long long)batch, nt, tm_dtype_name(prec), med, pct(ms, (int)reps, 0.95), pct(ms, (int)reps, 0.99),
                (double)batch * 1e3 / med, rss);
     }
     rc = 0;
