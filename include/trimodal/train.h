@@ -21,9 +21,10 @@
  * A step: fill a batch from the data source at the run's data position;
  * apply the stage's modality mask and modality dropout to the present
  * mask; set the loss weights of the step; forward; check the loss;
- * backward; (all-reduce the gradients: the data-parallel hook, not yet
- * used); zero the frozen tensors' gradients; clip; check the gradient
- * norm; optimizer step with the stage's learning rate schedule.
+ * backward; average the gradients over the processes of a data-parallel
+ * run (tm_dist_*, below; each process holds batch_size / world rows of
+ * the global batch); zero the frozen tensors' gradients; clip; check the
+ * gradient norm; optimizer step with the stage's learning rate schedule.
  *
  * Everything random is a pure function of the run seed and a position
  * (step, epoch, example), never of process history: the batch order is a
@@ -170,14 +171,24 @@ typedef struct {
     tm_train_data data;
     int n_stages;
     tm_train_stage stages[TM_TRAIN_MAX_STAGES];
+    /* "checkpoint_blocks": true: gradient checkpointing per transformer
+     * block (same gradients, less activation memory, about a third more
+     * compute); the log's "graph" line reports the arena sizes. */
+    int checkpoint_blocks;
+    /* "allreduce_bucket_mb": the size of the gradient all-reduce buckets
+     * of a data-parallel run (4 MiB). */
+    double allreduce_bucket_mb;
 } tm_run_config;
 
 /* Parses a run config. Strict: unknown keys, wrong types and bad values
  * fail with TM_ERR_INVALID and a message naming the origin and the key
  * path ("run.json: \"stages[1].optimizer.lr\" must be a number >= 0");
- * malformed JSON with TM_ERR_FORMAT; over 4 MiB with TM_ERR_LIMIT. A
- * relative "model" path is relative to the working directory, as is
- * "out". */
+ * malformed JSON with TM_ERR_FORMAT; over 4 MiB with TM_ERR_LIMIT.
+ * tm_run_config_parse leaves paths as written (relative to the working
+ * directory). tm_run_config_load resolves the relative input paths
+ * ("model", and "manifest", "tokenizer", "preprocess" of "data" and of
+ * every stage's "data") against the folder of the config file; "out"
+ * stays relative to the working directory. */
 tm_status tm_run_config_parse(tm_run_config **out, const char *json, size_t len,
                               const char *origin);
 tm_status tm_run_config_load(tm_run_config **out, const char *path);
@@ -294,6 +305,9 @@ typedef struct {
      * complete model folder; NULL: none. */
     const char *tokenizer_file;
     const char *preprocess_file;
+    /* Copied as dataset.json into every model folder (its "classes" name
+     * the classifier's outputs); NULL: none. */
+    const char *dataset_file;
     tm_train_hooks hooks;
 } tm_train_options;
 
@@ -371,6 +385,36 @@ tm_status tm_train_checkpoint_read(const char *dir, tm_train_checkpoint *out);
  * damaged one skipped is reported through warn (may be NULL). */
 tm_status tm_train_checkpoint_latest(const char *out_dir, char **path_out,
                                      void (*warn)(void *user, const char *message), void *user);
+
+/* ---------------------------------------------------- data parallelism */
+
+/* The process group of a data-parallel run (src/train/dist.c). Built with
+ * MPI (CMake option TM_MPI, on when MPI is found) it wraps
+ * MPI_COMM_WORLD; without MPI, or when the program was not started by
+ * mpirun, it is a group of one process and every call below is a cheap
+ * no-op. tm_dist_init is called once by the program (not the library's
+ * other functions) before any other tm_dist call; tm_dist_finalize at its
+ * end. Thread-safety: call these from the training thread only. */
+tm_status tm_dist_init(int *argc, char ***argv);
+void tm_dist_finalize(void);
+int tm_dist_rank(void);       /* 0 .. world - 1 (0 without MPI) */
+int tm_dist_world(void);      /* processes (1 without MPI) */
+int tm_dist_available(void);  /* 1 when the library was built with MPI */
+
+/* Averages (sum / world) n floats of buf across the ranks in place, in
+ * buckets of bucket_floats floats (0 = 1 Mi floats) with MPI_Iallreduce,
+ * several buckets in flight at once. Every rank gets bitwise the same
+ * result. */
+tm_status tm_dist_allreduce_mean(float *buf, size_t n, size_t bucket_floats);
+/* Sums n doubles across the ranks in place (logging, validation). */
+tm_status tm_dist_allreduce_sum_f64(double *buf, size_t n);
+/* Copies n floats of rank 0's buf to every rank (initial weights). */
+tm_status tm_dist_broadcast(float *buf, size_t n);
+tm_status tm_dist_barrier(void);
+/* Ends every process of the group with exit code `code` (MPI_Abort); a
+ * program calls it when one rank fails so that the others do not wait
+ * forever. Without MPI (or with one process) it returns and does nothing. */
+void tm_dist_abort(int code);
 
 #ifdef __cplusplus
 }

@@ -367,6 +367,7 @@ tm_status tm_train_save_model(const tm_model *m, const char *dir, const model_ex
     tm_status s = tm_model_save(m, dir);
     if (!s && x && x->tokenizer) s = copy_file(x->tokenizer, dir, "tokenizer.json");
     if (!s && x && x->preprocess) s = copy_file(x->preprocess, dir, "preprocess.json");
+    if (!s && x && x->dataset) s = copy_file(x->dataset, dir, "dataset.json");
     return s;
 }
 

@@ -543,7 +543,8 @@ static tm_status parse_stage(const pctx *p, const cJSON *v, int i, const tm_trai
 
 static const char *const TOP_KEYS[] = {"model", "init_seed", "data", "out", "seed", "batch_size",
                                        "threads", "dtype", "log_every", "checkpoint",
-                                       "validation", "stages", "description", NULL};
+                                       "validation", "stages", "description",
+                                       "checkpoint_blocks", "allreduce_bucket_mb", NULL};
 static const char *const CKPT_KEYS[] = {"every", "keep", NULL};
 static const char *const VAL_KEYS[] = {"every", "batch_size", "max_batches", "metric", "mode",
                                        "patience", "min_delta", NULL};
@@ -611,6 +612,10 @@ static tm_status parse_root(const pctx *p, const cJSON *root, tm_run_config *c)
         return bad(p, "\"dtype\" \"%s\" is not supported yet; use \"f32\" (mixed precision "
                       "comes later)", c->dtype);
     TRY(get_int(p, root, "", "log_every", 1, (int64_t)1 << 40, &c->log_every));
+    TRY(get_bool(p, root, "", "checkpoint_blocks", &c->checkpoint_blocks));
+    c->allreduce_bucket_mb = 4;
+    TRY(get_number(p, root, "", "allreduce_bucket_mb", 0.0001, 4096, 0,
+                   &c->allreduce_bucket_mb));
 
     const cJSON *ck;
     TRY(get_object(p, root, "", "checkpoint", &ck));
@@ -722,6 +727,48 @@ tm_status tm_run_config_parse(tm_run_config **out, const char *json, size_t len,
     return TM_OK;
 }
 
+/* *p = dir/(*p) when *p is a relative path and dir is not "" */
+static tm_status resolve_one(char **p, const char *dir)
+{
+    if (!*p || !(*p)[0] || (*p)[0] == '/' || !dir[0]) return TM_OK;
+    size_t a = strlen(dir), b = strlen(*p);
+    char *r = malloc(a + b + 2);
+    if (!r) return tm_fail(TM_ERR_NOMEM, "run config: out of memory");
+    memcpy(r, dir, a);
+    r[a] = '/';
+    memcpy(r + a + 1, *p, b + 1);
+    free(*p);
+    *p = r;
+    return TM_OK;
+}
+
+static tm_status resolve_data(tm_train_data *d, const char *dir)
+{
+    tm_status s = resolve_one(&d->manifest, dir);
+    if (!s) s = resolve_one(&d->tokenizer, dir);
+    if (!s) s = resolve_one(&d->preprocess, dir);
+    return s;
+}
+
+/* Input paths relative to the config file's folder ("out" excepted). */
+static tm_status resolve_paths(tm_run_config *c, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return TM_OK; /* a config in the working directory */
+    size_t n = (size_t)(slash - path);
+    char *dir = malloc(n + 2);
+    if (!dir) return tm_fail(TM_ERR_NOMEM, "run config: out of memory");
+    if (n == 0) n = 1; /* "/run.json": the folder is "/" */
+    memcpy(dir, path, n);
+    dir[n] = 0;
+    const char *d = dir;
+    tm_status s = resolve_one(&c->model, d);
+    if (!s) s = resolve_data(&c->data, d);
+    for (int i = 0; !s && i < c->n_stages; i++) s = resolve_data(&c->stages[i].data, d);
+    free(dir);
+    return s;
+}
+
 tm_status tm_run_config_load(tm_run_config **out, const char *path)
 {
     if (!out) return tm_fail(TM_ERR_INVALID, "run_config_load: out is NULL");
@@ -733,6 +780,10 @@ tm_status tm_run_config_load(tm_run_config **out, const char *path)
     if (s) return s;
     s = tm_run_config_parse(out, text, n, path);
     tm_free(text);
+    if (!s && (s = resolve_paths(*out, path))) {
+        tm_run_config_free(*out);
+        *out = NULL;
+    }
     return s;
 }
 
@@ -857,6 +908,8 @@ static cJSON *config_json(const tm_run_config *c, int for_hash)
     if (!for_hash) cJSON_AddNumberToObject(o, "threads", c->threads);
     add_str(o, "dtype", c->dtype);
     if (!for_hash) {
+        cJSON_AddBoolToObject(o, "checkpoint_blocks", c->checkpoint_blocks);
+        cJSON_AddNumberToObject(o, "allreduce_bucket_mb", c->allreduce_bucket_mb);
         cJSON_AddNumberToObject(o, "log_every", (double)c->log_every);
         cJSON *ck = cJSON_AddObjectToObject(o, "checkpoint");
         if (ck) {

@@ -27,7 +27,7 @@ tm_status tm_train_rmdir_files(const char *dir);
 
 /* Files copied into every model folder the trainer writes (NULL: none). */
 typedef struct {
-    const char *tokenizer, *preprocess;
+    const char *tokenizer, *preprocess, *dataset;
 } model_extras;
 
 /* tm_model_save, then copies of the extras as tokenizer.json and

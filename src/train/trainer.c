@@ -28,6 +28,7 @@
 #include "trimodal/graph.h"
 #include "trimodal/io.h"
 #include "trimodal/ops.h"
+#include "trimodal/train.h"
 #include "train_internal.h"
 
 struct tm_trainer {
@@ -40,6 +41,10 @@ struct tm_trainer {
     size_t n_train; /* trainable floats: the optimizer's range */
     int has_loss[TM_LOSS_COUNT];
     tm_model_graph *g, *vg;
+    float g_smoothing, vg_smoothing; /* the label smoothing each graph was built with */
+    size_t arena_bytes, arena_plain; /* the training graph's arena; without checkpointing */
+    int rank, world;                 /* data parallelism (tm_dist_*) */
+    int64_t local_batch;             /* batch_size / world: this rank's rows of a step */
     int64_t stage_steps[TM_TRAIN_MAX_STAGES];
     int64_t total_steps;
 
@@ -87,6 +92,15 @@ static void event(tm_trainer *t, tm_train_event kind, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     t->opt.hooks.on_event(t->opt.hooks.user, kind, msg);
+}
+
+/* A copy of the last error message, to quote it in a new one (tm_fail
+ * formats into the buffer tm_last_error() returns). */
+static const char *err_copy(void)
+{
+    static _Thread_local char buf[2048];
+    snprintf(buf, sizeof buf, "%s", tm_last_error());
+    return buf;
 }
 
 static uint64_t stage_key(const tm_train_stage *s)
@@ -153,12 +167,6 @@ static tm_status check_against_model(tm_trainer *t)
                                "run config %s: \"stages[%d].objectives.%s\": the model has no %s "
                                "loss; it needs %s",
                                c->origin, i, tm_loss_name(k), tm_loss_name(k), why[k]);
-            if (o->label_smoothing > 0)
-                return tm_fail(TM_ERR_UNSUPPORTED,
-                               "run config %s: \"stages[%d].objectives.classification."
-                               "label_smoothing\": the model layer does not expose label "
-                               "smoothing yet; remove it (or set 0)",
-                               c->origin, i);
         }
         if (!(wsum > 0))
             return tm_fail(TM_ERR_INVALID,
@@ -220,6 +228,48 @@ static tm_status load_initial_model(tm_trainer *t)
     return s;
 }
 
+/* The training graph for stage si's options (label smoothing, block
+ * checkpointing), rebuilt when they change; with checkpointing on, the
+ * arena of the same graph without it is measured once for the log. */
+static tm_status ensure_train_graph(tm_trainer *t, int si)
+{
+    float ls = t->cfg->stages[si].objectives[TM_LOSS_CLASSIFICATION].label_smoothing;
+    if (t->g && t->g_smoothing == ls) return TM_OK;
+    tm_model_graph_free(t->g);
+    t->g = NULL;
+    tm_model_graph_opts o = tm_model_graph_default_opts();
+    o.label_smoothing = ls;
+    if (t->cfg->checkpoint_blocks && !t->arena_plain) {
+        /* measured first and freed, so that the two never coexist */
+        tm_model_graph *plain = NULL;
+        if (!tm_model_graph_new_opts(&plain, t->m, t->local_batch, TM_MODEL_TRAIN, &o))
+            t->arena_plain = tm_graph_arena_bytes(tm_model_graph_graph(plain));
+        tm_model_graph_free(plain);
+    }
+    o.checkpoint_blocks = t->cfg->checkpoint_blocks;
+    tm_status s = tm_model_graph_new_opts(&t->g, t->m, t->local_batch, TM_MODEL_TRAIN, &o);
+    if (s) return s;
+    t->g_smoothing = ls;
+    t->arena_bytes = tm_graph_arena_bytes(tm_model_graph_graph(t->g));
+    if (!t->cfg->checkpoint_blocks) t->arena_plain = t->arena_bytes;
+    return TM_OK;
+}
+
+/* The validation graph: deterministic (no dropout), the stage's smoothing. */
+static tm_status ensure_val_graph(tm_trainer *t, int si)
+{
+    float ls = t->cfg->stages[si].objectives[TM_LOSS_CLASSIFICATION].label_smoothing;
+    if (t->vg && t->vg_smoothing == ls) return TM_OK;
+    tm_model_graph_free(t->vg);
+    t->vg = NULL;
+    tm_model_graph_opts o = tm_model_graph_default_opts();
+    o.label_smoothing = ls;
+    o.deterministic = 1;
+    tm_status s = tm_model_graph_new_opts(&t->vg, t->m, t->cfg->val_batch_size, TM_MODEL_TRAIN, &o);
+    if (!s) t->vg_smoothing = ls;
+    return s;
+}
+
 static void warn_cb(void *user, const char *msg)
 {
     event((tm_trainer *)user, TM_TRAIN_EVENT_WARNING, "%s", msg);
@@ -227,6 +277,11 @@ static void warn_cb(void *user, const char *msg)
 
 static tm_status open_metrics(tm_trainer *t, int resume, int64_t keep_bytes)
 {
+    if (t->rank != 0) { /* only rank 0 logs */
+        t->metrics = fopen("/dev/null", "w");
+        return t->metrics ? TM_OK : tm_fail(TM_ERR_IO, "cannot open /dev/null: %s",
+                                            strerror(errno));
+    }
     char *p = tm_train_path(t->out, "metrics.jsonl");
     if (!p) return tm_fail(TM_ERR_NOMEM, "out of memory");
     tm_status s = TM_OK;
@@ -275,6 +330,7 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
     t->opt.out = NULL;
     t->extras.tokenizer = t->opt.tokenizer_file;
     t->extras.preprocess = t->opt.preprocess_file;
+    t->extras.dataset = t->opt.dataset_file;
     t->hash = tm_run_config_hash(cfg);
     t->st.pub.best_metric = NAN;
     t->st.pub.stage_best = NAN;
@@ -284,6 +340,16 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
     t->res.best_metric = NAN;
     t->res.best_step = -1;
     t->last_eval_step = t->last_ckpt_step = -1;
+    t->rank = tm_dist_rank();
+    t->world = tm_dist_world();
+    if (cfg->batch_size % t->world) {
+        s = tm_fail(TM_ERR_INVALID,
+                    "run config %s: \"batch_size\" %" PRId64 " (the global batch) does not "
+                    "split evenly over %d processes; make it a multiple of %d",
+                    cfg->origin, cfg->batch_size, t->world, t->world);
+        goto fail;
+    }
+    t->local_batch = cfg->batch_size / t->world;
     if ((s = mkdir_p(t->out))) goto fail;
 
     if (t->opt.resume && (s = tm_train_checkpoint_latest(t->out, &ckpt, warn_cb, t))) goto fail;
@@ -322,7 +388,12 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
                         "it, --force to start over (its checkpoints are deleted), or choose "
                         "another \"out\"",
                         t->out, any);
-        /* starting over: old checkpoints must not be resumed later */
+        /* starting over: old checkpoints must not be resumed later (rank 0
+         * deletes them; the others wait at the barrier below) */
+        if (t->rank != 0) {
+            tm_free(any);
+            any = NULL;
+        }
         while (!s && any) {
             s = tm_train_rmdir_files(any);
             tm_free(any);
@@ -330,8 +401,14 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
             if (!s) s = tm_train_checkpoint_latest(t->out, &any, NULL, NULL);
         }
         tm_free(any);
+        if (!s) s = tm_dist_barrier();
         if (s) goto fail;
         if ((s = load_initial_model(t))) goto fail;
+    }
+    {   /* every rank starts from rank 0's weights */
+        size_t np = 0;
+        float *pw = tm_model_params(t->m, &np);
+        if ((s = tm_dist_broadcast(pw, np))) goto fail;
     }
     t->info = tm_model_get_info(t->m);
     t->n_train = tm_model_trainable_count(t->m);
@@ -340,7 +417,8 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
     t->has_loss[TM_LOSS_CAPTION] = t->info.caption_tokens > 0;
     t->has_loss[TM_LOSS_MASKED] = t->info.mask_id >= 0;
     if ((s = check_against_model(t))) goto fail;
-    if ((s = tm_model_graph_new(&t->g, t->m, cfg->batch_size, TM_MODEL_TRAIN))) goto fail;
+    if ((s = ensure_train_graph(t, t->st.pub.stage < cfg->n_stages ? t->st.pub.stage : 0)))
+        goto fail;
 
     /* the config as understood, beside the results */
     runjson = tm_train_path(t->out, "run.json");
@@ -349,7 +427,7 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
         s = tm_fail(TM_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((s = tm_write_file_atomic(runjson, cfgtxt, strlen(cfgtxt)))) goto fail;
+    if (t->rank == 0 && (s = tm_write_file_atomic(runjson, cfgtxt, strlen(cfgtxt)))) goto fail;
     if ((s = open_metrics(t, ckpt != NULL, t->st.pub.metrics_bytes))) goto fail;
     tm_free(ckpt);
     tm_free(runjson);
@@ -487,6 +565,7 @@ static tm_status begin_stage(tm_trainer *t, int si)
         t->vsrc_open = 1;
     }
 
+    if ((s = ensure_train_graph(t, si))) return s;
     tm_optim_free(t->optim);
     t->optim = NULL;
     if ((s = tm_optim_new(&t->optim, st->optim, t->n_train))) return s;
@@ -494,7 +573,7 @@ static tm_status begin_stage(tm_trainer *t, int si)
     t->lr.base_lr = st->optim.lr;
     t->lr.total_steps = t->stage_steps[si];
     if ((s = tm_lr_schedule_check(&t->lr)))
-        return tm_fail(s, "stage '%s': %s", st->name, tm_last_error());
+        return tm_fail(s, "stage '%s': %s", st->name, err_copy());
 
     /* frozen ranges and decay exemptions */
     tm_free(t->frozen);
@@ -581,7 +660,7 @@ static tm_status fill_batch(tm_trainer *t, tm_model_graph *g, tm_train_source *s
     tm_status s = src->fill(src->ctx, epoch, index, count, &give, B);
     if (s)
         return tm_fail(s, "data (stage '%s', epoch %" PRId64 ", examples %" PRId64 "..%" PRId64
-                       "): %s", st->name, epoch, index, index + count - 1, tm_last_error());
+                       "): %s", st->name, epoch, index, index + count - 1, err_copy());
     uint64_t mseed = tm_train_mix(t->cfg->seed, stage_key(st), 2 + (uint64_t)epoch);
     const float *pd = st->data.modality_dropout;
     int dropout = train && (pd[0] > 0 || pd[1] > 0 || pd[2] > 0);
@@ -695,8 +774,7 @@ static tm_status validate(tm_trainer *t, int si, tm_train_eval *ev)
     ev->stage = si;
     ev->stage_name = c->stages[si].name;
     tm_status s;
-    if (!t->vg && (s = tm_model_graph_new(&t->vg, t->m, c->val_batch_size, TM_MODEL_TRAIN)))
-        return s;
+    if ((s = ensure_val_graph(t, si))) return s;
     /* the weights of the stage's current step, for the weighted total */
     int64_t stage_step = t->st.pub.stage_step > 0 ? t->st.pub.stage_step - 1 : 0;
     if ((s = set_weights(t, t->vg, si, stage_step, NULL))) return s;
@@ -713,13 +791,15 @@ static tm_status validate(tm_trainer *t, int si, tm_train_eval *ev)
          !(sim = tm_alloc(sim_bytes))))
         return tm_fail(TM_ERR_NOMEM, "validation: out of memory for %" PRId64 "^2 similarities "
                        "(lower validation.batch_size)", VB);
-    for (int64_t b = 0; b < batches; b++) {
+    /* data parallelism: rank r validates batches r, r + world, ...; the
+     * sums are reduced over the ranks below */
+    for (int64_t b = t->rank; b < batches; b += t->world) {
         int64_t index = b * VB, count = n - index < VB ? n - index : VB;
         if ((s = fill_batch(t, t->vg, &t->vsrc, si, 0, index, count, 0))) break;
         tm_graph_set_rng_counter(tm_model_graph_graph(t->vg), tm_train_mix(c->seed, 0, (uint64_t)b));
         if ((s = tm_model_graph_forward(t->vg))) {
             s = tm_fail(s, "validation (stage '%s', examples %" PRId64 "..%" PRId64 "): %s",
-                        c->stages[si].name, index, index + count - 1, tm_last_error());
+                        c->stages[si].name, index, index + count - 1, err_copy());
             break;
         }
         tm_model_loss l = tm_model_graph_loss(t->vg);
@@ -776,6 +856,38 @@ static tm_status validate(tm_trainer *t, int si, tm_train_eval *ev)
         ev->examples += count;
     }
     tm_free(sim);
+    if (t->world > 1) { /* every rank joins the reduction, failed or not */
+        double red[2 * TM_LOSS_COUNT + 8];
+        int q = 0;
+        for (int k = 0; k < TM_LOSS_COUNT; k++) {
+            red[q++] = sum[k];
+            red[q++] = wsum[k];
+        }
+        red[q++] = tot;
+        red[q++] = totw;
+        red[q++] = (double)correct;
+        red[q++] = (double)labelled;
+        red[q++] = (double)hits;
+        red[q++] = (double)queries;
+        red[q++] = (double)ev->examples;
+        red[q++] = s ? 1 : 0;
+        tm_status rs = tm_dist_allreduce_sum_f64(red, (size_t)q);
+        if (rs && !s) s = rs;
+        q = 0;
+        for (int k = 0; k < TM_LOSS_COUNT; k++) {
+            sum[k] = red[q++];
+            wsum[k] = red[q++];
+        }
+        tot = red[q++];
+        totw = red[q++];
+        correct = (int64_t)red[q++];
+        labelled = (int64_t)red[q++];
+        hits = (int64_t)red[q++];
+        queries = (int64_t)red[q++];
+        ev->examples = (int64_t)red[q++];
+        if (red[q] > 0 && !s)
+            s = tm_fail(TM_ERR_INVALID, "validation failed on another process (see its error)");
+    }
     if (s) return s;
     for (int k = 0; k < TM_LOSS_COUNT; k++) ev->loss[k] = wsum[k] > 0 ? sum[k] / wsum[k] : NAN;
     ev->total = totw > 0 ? tot / totw : NAN;
@@ -820,7 +932,8 @@ static tm_status run_validation(tm_trainer *t, int si, int *stop)
         p->best_metric = ev.metric;
         p->best_step = p->step;
         ev.improved = 1;
-        if ((s = tm_train_save_best(t->out, t->m, &t->extras, p->step, c->val_metric, ev.metric)))
+        if (t->rank == 0 &&
+            (s = tm_train_save_best(t->out, t->m, &t->extras, p->step, c->val_metric, ev.metric)))
             return s;
     }
     t->res.best_metric = p->best_metric;
@@ -857,6 +970,10 @@ static tm_status run_validation(tm_trainer *t, int si, int *stop)
 
 static tm_status checkpoint(tm_trainer *t, int si)
 {
+    if (t->rank != 0) { /* only rank 0 writes; the barrier keeps the ranks in step */
+        t->last_ckpt_step = t->st.pub.step;
+        return tm_dist_barrier();
+    }
     if (fflush(t->metrics) != 0 || fsync(fileno(t->metrics)) != 0)
         return tm_fail(TM_ERR_IO, "cannot write %s/metrics.jsonl: %s", t->out, strerror(errno));
     long pos = ftell(t->metrics);
@@ -867,7 +984,9 @@ static tm_status checkpoint(tm_trainer *t, int si)
     char name[32];
     tm_status s = tm_train_ckpt_write(t->out, t->m, t->optim, &t->st, t->cfg->ckpt_keep,
                                       &t->extras, &t->opt.hooks, name);
+    tm_status bs = tm_dist_barrier();
     if (s) return s;
+    if (bs) return bs;
     t->res.checkpoints++;
     t->last_ckpt_step = t->st.pub.step;
     event(t, TM_TRAIN_EVENT_CHECKPOINT, "checkpoint %s/checkpoints/%s", t->out, name);
@@ -890,7 +1009,7 @@ static tm_status diverged(tm_trainer *t, int si, const char *what)
     snprintf(msg, sizeof msg, "%s", what);
     tm_status s = checkpoint(t, si);
     if (s) return tm_fail(TM_ERR_INVALID, "step %" PRId64 " (stage '%s'): %s; and the last good "
-                          "state could not be saved: %s", bad_step, st->name, msg, tm_last_error());
+                          "state could not be saved: %s", bad_step, st->name, msg, err_copy());
     return tm_fail(TM_ERR_INVALID,
                    "step %" PRId64 " (stage '%s'): %s. The weights before this step are saved in "
                    "%s/checkpoints/step-%06" PRId64 "; lower the learning rate, add "
@@ -898,23 +1017,103 @@ static tm_status diverged(tm_trainer *t, int si, const char *what)
                    bad_step, st->name, msg, t->out, t->st.pub.step);
 }
 
+/* Data parallelism. Each rank's graph computes means over its own rows,
+ * so a part k with n_k scored items here (labelled examples, caption
+ * tokens, masked tokens) of N_k in the global batch is weighted
+ * w_k * n_k * world / N_k on this rank: the average of the ranks'
+ * gradients is then the gradient of the global mean, and each part's
+ * global value is sum(n_k * mean_k) / N_k. The contrastive loss counts
+ * one per rank (it sees only its local negatives). */
+static void local_counts(tm_trainer *t, double *n)
+{
+    const tm_model_info *mi = &t->info;
+    tm_model_inputs in = tm_model_graph_inputs(t->g);
+    int64_t B = t->local_batch;
+    for (int k = 0; k < TM_LOSS_COUNT; k++) n[k] = 1;
+    n[TM_LOSS_CLASSIFICATION] = 0;
+    if (in.labels)
+        for (int64_t b = 0; b < B; b++) n[TM_LOSS_CLASSIFICATION] += in.labels[b] >= 0;
+    if (in.caption) {
+        int64_t T = mi->caption_tokens;
+        n[TM_LOSS_CAPTION] = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 1; i < T; i++)
+                n[TM_LOSS_CAPTION] += in.caption[b * T + i] != mi->caption_pad;
+    }
+    if (in.mlm_labels) {
+        n[TM_LOSS_MASKED] = 0;
+        for (int64_t i = 0; i < B * mi->text_tokens; i++) n[TM_LOSS_MASKED] += in.mlm_labels[i] >= 0;
+    }
+}
+
+/* Sets this rank's loss weights; n_out: the local counts, N_out: global. */
+static tm_status dist_weights(tm_trainer *t, const float *w, double *n, double *N)
+{
+    local_counts(t, n);
+    for (int k = 0; k < TM_LOSS_COUNT; k++) N[k] = n[k];
+    tm_status s = tm_dist_allreduce_sum_f64(N, TM_LOSS_COUNT);
+    if (s) return s;
+    for (int k = 0; k < TM_LOSS_COUNT; k++) {
+        if (!t->has_loss[k]) continue;
+        float wk = N[k] > 0 ? (float)((double)w[k] * n[k] * t->world / N[k]) : w[k];
+        if ((s = tm_model_graph_set_loss_weight(t->g, tm_loss_name(k), wk))) return s;
+    }
+    return TM_OK;
+}
+
+/* The global loss parts from each rank's means: count-weighted; infinite
+ * when infinite on some rank that scores it, NaN when NaN there or scored
+ * nowhere. The total is recomputed from the parts with the step's weights,
+ * so every rank takes the same divergence decision. */
+static tm_status reduce_loss(tm_trainer *t, tm_model_loss *l, const float *w, const double *n,
+                             const double *N)
+{
+    float *part[TM_LOSS_COUNT] = {&l->classification, &l->contrastive, &l->caption, &l->masked};
+    double buf[3 * TM_LOSS_COUNT + 1];
+    for (int k = 0; k < TM_LOSS_COUNT; k++) {
+        float v = *part[k];
+        int scored = n[k] > 0;
+        buf[3 * k] = scored && isfinite(v) ? (double)v * n[k] : 0;
+        buf[3 * k + 1] = scored && isinf(v) ? 1 : 0;
+        buf[3 * k + 2] = scored && isnan(v) ? 1 : 0;
+    }
+    buf[3 * TM_LOSS_COUNT] = isnan(l->total) ? 1 : 0;
+    tm_status s = tm_dist_allreduce_sum_f64(buf, 3 * TM_LOSS_COUNT + 1);
+    if (s) return s;
+    double total = 0;
+    for (int k = 0; k < TM_LOSS_COUNT; k++) {
+        float v = N[k] > 0 ? (float)(buf[3 * k] / N[k]) : NAN;
+        if (buf[3 * k + 1] > 0) v = INFINITY;
+        if (buf[3 * k + 2] > 0) v = NAN;
+        *part[k] = t->has_loss[k] ? v : NAN;
+        if (t->has_loss[k] && w[k] > 0 && N[k] > 0) total += (double)w[k] * (double)v;
+        else if (t->has_loss[k] && w[k] > 0 && buf[3 * k + 2] > 0) total = NAN;
+    }
+    l->total = buf[3 * TM_LOSS_COUNT] > 0 ? NAN : (float)total;
+    return TM_OK;
+}
+
 static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
 {
     const tm_run_config *c = t->cfg;
     const tm_train_stage *st = &c->stages[si];
     tm_train_checkpoint *p = &t->st.pub;
-    int64_t B = c->batch_size;
-    tm_status s = fill_batch(t, t->g, &t->src, si, p->epoch, p->index, B, 1);
+    int64_t B = c->batch_size, LB = t->local_batch;
+    /* this rank's rows of the global batch */
+    tm_status s = fill_batch(t, t->g, &t->src, si, p->epoch, p->index + t->rank * LB, LB, 1);
     if (s) return s;
     memset(pr, 0, sizeof *pr);
     if ((s = set_weights(t, t->g, si, p->stage_step, pr->weight))) return s;
+    double n_here[TM_LOSS_COUNT], n_all[TM_LOSS_COUNT];
+    if (t->world > 1 && (s = dist_weights(t, pr->weight, n_here, n_all))) return s;
     tm_graph_set_rng_counter(tm_model_graph_graph(t->g),
                              tm_train_mix(c->seed, stage_key(st), 1 + (uint64_t)p->stage_step));
     if ((s = tm_model_graph_forward(t->g)))
         return tm_fail(s, "step %" PRId64 " (stage '%s', epoch %" PRId64 ", examples %" PRId64
                        "..%" PRId64 "): %s", p->step + 1, st->name, p->epoch, p->index,
-                       p->index + B - 1, tm_last_error());
+                       p->index + B - 1, err_copy());
     tm_model_loss l = tm_model_graph_loss(t->g);
+    if (t->world > 1 && (s = reduce_loss(t, &l, pr->weight, n_here, n_all))) return s;
     pr->total = l.total;
     for (int k = 0; k < TM_LOSS_COUNT; k++) pr->loss[k] = t->has_loss[k] ? loss_part(&l, k) : NAN;
     /* A part the batch has no labels for is NaN (absent) and left out of
@@ -949,8 +1148,14 @@ static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
 
     if ((s = tm_model_graph_backward(t->g))) return s;
     float *params = tm_model_params(t->m, NULL), *grads = tm_model_grads(t->m, NULL);
-    /* Data parallelism: the gradients of every rank are all-reduced here
-     * (averaged), before the frozen ranges are cleared and the norm taken. */
+    /* Data parallelism: the gradients of every rank are averaged here,
+     * before the frozen ranges are cleared and the norm taken, so every
+     * rank takes the same optimizer step. */
+    if (t->world > 1) {
+        double mb = c->allreduce_bucket_mb > 0 ? c->allreduce_bucket_mb : 4;
+        size_t bucket = (size_t)(mb * 1048576.0 / sizeof(float));
+        if ((s = tm_dist_allreduce_mean(grads, t->n_train, bucket ? bucket : 1))) return s;
+    }
     for (int i = 0; i < t->n_frozen; i++)
         memset(grads + t->frozen[i][0], 0, (t->frozen[i][1] - t->frozen[i][0]) * sizeof(float));
     float norm = 0;
@@ -1008,6 +1213,14 @@ tm_status tm_trainer_run(tm_trainer *t)
     if (s) return s;
     t->t0 = tm_time_s();
     t->steps_here = 0;
+    if (c->checkpoint_blocks && t->arena_plain)
+        event(t, TM_TRAIN_EVENT_INFO, "gradient checkpointing per block: graph arena %.1f MiB "
+              "(%.1f MiB without; %.0f%% less)", (double)t->arena_bytes / 1048576.0,
+              (double)t->arena_plain / 1048576.0,
+              100.0 * (1.0 - (double)t->arena_bytes / (double)t->arena_plain));
+    if (t->world > 1)
+        event(t, TM_TRAIN_EVENT_INFO, "data parallel: %d processes, %" PRId64 " examples each "
+              "per step (global batch %" PRId64 ")", t->world, t->local_batch, c->batch_size);
     while (p->stage < c->n_stages) {
         int si = p->stage;
         const tm_train_stage *st = &c->stages[si];
@@ -1015,6 +1228,13 @@ tm_status tm_trainer_run(tm_trainer *t)
         if (p->stage_step == 0) {
             log_head(t, "stage", si);
             fprintf(t->metrics, ",\"steps\":%" PRId64, t->stage_steps[si]);
+            fprintf(t->metrics, ",\"world\":%d,\"local_batch\":%" PRId64, t->world,
+                    t->local_batch);
+            fprintf(t->metrics, ",\"checkpoint_blocks\":%s,\"arena_bytes\":%zu",
+                    c->checkpoint_blocks ? "true" : "false", t->arena_bytes);
+            if (c->checkpoint_blocks)
+                fprintf(t->metrics, ",\"arena_bytes_without_checkpointing\":%zu",
+                        t->arena_plain);
             if ((s = log_end(t))) return s;
         }
         event(t, TM_TRAIN_EVENT_STAGE, "stage %d/%d '%s': %" PRId64 " steps%s", si + 1,
@@ -1057,9 +1277,11 @@ tm_status tm_trainer_run(tm_trainer *t)
     /* the final model beside the checkpoints */
     char *fin = tm_train_path(t->out, "final");
     if (!fin) return tm_fail(TM_ERR_NOMEM, "out of memory");
-    s = tm_train_save_model(t->m, fin, &t->extras);
+    s = t->rank == 0 ? tm_train_save_model(t->m, fin, &t->extras) : TM_OK;
     tm_free(fin);
+    tm_status bs = tm_dist_barrier();
     if (s) return s;
+    if (bs) return bs;
     log_head(t, "end", c->n_stages);
     fprintf(t->metrics, ",\"early_stop\":%s", t->res.stopped_early ? "true" : "false");
     json_num(t->metrics, "best", p->best_metric);

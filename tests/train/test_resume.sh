@@ -185,6 +185,34 @@ EOF
   check manifest-kill 137 env TM_TRAIN_DEBUG_KILL_AT_STEP=5 "$bin" train --config "$tmp/mf2.json" --progress none
   check manifest-resume 0 "$bin" train --config "$tmp/mf2.json" --resume --progress none
   same_losses manifest-resume "$tmp/mf1" "$tmp/mf2"
+  # captions (from "transcript") and BERT-style masked tokens from the manifest;
+  # a resumed run repeats the masks; a caption vocabulary too small is refused
+  write_caption_config() { # FILE OUT CAPTION_EXTRA
+    cat >"$1" <<EOF
+{"model": {"dim": 16, "heads": 2,
+   "encoders": [{"modality": "text", "layers": 1, "vocab_size": 512, "max_tokens": 8},
+                {"modality": "vision", "layers": 1, "channels": 1, "image_size": 8, "patch_size": 4},
+                {"modality": "audio", "layers": 1, "n_mels": 8, "n_frames": 12,
+                 "stem": [{"kernel": 3, "padding": 1}]}],
+   "fusion": {"type": "early", "layers": 1}, "classifier": {"num_classes": 3},
+   "caption": {"layers": 1, "max_tokens": 8, "bos_id": 1, "eos_id": 2, "pad_id": 0$3},
+   "masked_token": {"mask_id": 3}},
+ "out": "$2", "batch_size": 2, "checkpoint": {"every": 2},
+ "data": {"manifest": "$fix", "tokenizer": "$tok", "preprocess": "$tmp/pre.json"},
+ "stages": [{"name": "s", "steps": 5, "objectives": {"classification": 1, "caption": 1, "masked": 1}}]}
+EOF
+  }
+  write_caption_config "$tmp/c1.json" "$tmp/c1" ""
+  write_caption_config "$tmp/c2.json" "$tmp/c2" ""
+  write_caption_config "$tmp/c3.json" "$tmp/c3" ', "vocab_size": 5'
+  check caption 0 "$bin" train --config "$tmp/c1.json" --progress none --no-plots
+  ok caption-finite grep -q '"caption":[0-9]' "$tmp/c1/metrics.jsonl"
+  ok masked-finite grep -q '"masked":[0-9]' "$tmp/c1/metrics.jsonl"
+  check caption-stop 0 "$bin" train --config "$tmp/c2.json" --progress none --no-plots --max-steps 3
+  check caption-resume 0 "$bin" train --config "$tmp/c2.json" --progress none --no-plots --resume
+  same_losses caption-resume "$tmp/c1" "$tmp/c2"
+  check caption-vocab 1 "$bin" train --config "$tmp/c3.json" --progress none --no-plots
+  contains caption-vocab 'outside the caption vocabulary (5 ids'
 else
   echo "train cli: the data fixture is missing; manifest runs skipped"
 fi

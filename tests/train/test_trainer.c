@@ -538,8 +538,6 @@ static void test_model_mismatch(void)
          "every weight is 0"},
         {"{\"name\": \"s\", \"steps\": 2, \"objectives\": {\"contrastive\": 1}, \"data\": "
          "{\"modalities\": [\"smell\"]}}", "no smell encoder"},
-        {"{\"name\": \"s\", \"steps\": 2, \"objectives\": {\"classification\": {\"weight\": 1, "
-         "\"label_smoothing\": 0.1}}}", "label_smoothing"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *j = config(mkout("mismatch"), "", cases[i][0]);

@@ -61,9 +61,19 @@ static const char *train_help =
     "with exit status 1, naming the step and the loss, after saving the weights from\n"
     "before that step as a checkpoint.\n"
     "\n"
+    "Data parallelism: `mpirun -np N trimodal train --config RUN.json` (a build with\n"
+    "MPI) splits each global batch (\"batch_size\", a multiple of N) over N processes,\n"
+    "averages the gradients (\"allreduce_bucket_mb\" per bucket) and gives the losses\n"
+    "of one process with the same batch; only rank 0 logs and writes. The contrastive\n"
+    "loss then uses each process's local negatives (docs/training.md).\n"
+    "\n"
     "Data: \"data\": {\"manifest\": FILE, \"train_split\", \"val_split\", \"tokenizer\",\n"
     "\"preprocess\"} reads a dataset through the loader; \"data\": {\"synthetic\": {...}}\n"
-    "makes random but learnable examples in memory (for tests and demos).\n"
+    "makes random but learnable examples in memory (for tests and demos). From a\n"
+    "manifest, a \"caption\" objective reads each row's \"transcript\" and a \"masked\"\n"
+    "objective masks 15% of the text's tokens BERT-style (docs/training.md).\n"
+    "Relative input paths in RUN.json are relative to its folder; \"out\" to the\n"
+    "working directory.\n"
     "\n"
     "Exit status: 0 finished (also after an early stop or --max-steps), 1 failure,\n"
     "2 bad usage.\n";
@@ -211,6 +221,7 @@ typedef struct {
     char *tokenizer_path;
     tm_tokenizer *tok;
     char tok_file[4096], pre_file[4096]; /* resolved, for the model folders */
+    char dataset_file[4096];             /* the manifest's dataset.json (class names) */
 } data_ctx;
 
 typedef struct {
@@ -220,6 +231,7 @@ typedef struct {
     int64_t size, batch;
     int train;
     char split[128];
+    tm_model_info mi; /* caption and masked-token ids */
 } loader_src;
 
 static int file_exists(const char *p)
@@ -245,10 +257,94 @@ static void resolve_files(data_ctx *dc, const tm_train_data *d)
         snprintf(dc->tok_file, sizeof dc->tok_file, "%s/tokenizer.json", model);
         if (!file_exists(dc->tok_file)) dc->tok_file[0] = 0;
     }
+    /* dataset.json beside the manifest names the classes: model folders
+     * get a copy, so classify, eval and serve show class names */
+    dc->dataset_file[0] = 0;
+    if (d->manifest) {
+        const char *slash = strrchr(d->manifest, '/');
+        int n = slash ? (int)(slash - d->manifest) : 1;
+        snprintf(dc->dataset_file, sizeof dc->dataset_file, "%.*s/dataset.json", n,
+                 slash ? d->manifest : ".");
+        if (!file_exists(dc->dataset_file)) dc->dataset_file[0] = 0;
+    }
     if (d->preprocess) snprintf(dc->pre_file, sizeof dc->pre_file, "%s", d->preprocess);
     else if (dir_exists(model)) {
         snprintf(dc->pre_file, sizeof dc->pre_file, "%s/preprocess.json", model);
         if (!file_exists(dc->pre_file)) dc->pre_file[0] = 0;
+    }
+}
+
+/* Captions and masked tokens from manifest rows (docs/training.md, "Captions
+ * and masked tokens from a manifest"). */
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* a uniform double in [0, 1) from (seed, epoch, row, position, draw) */
+static double draw01(uint64_t seed, int64_t epoch, int64_t row, int64_t pos, int k)
+{
+    uint64_t h = mix64(seed ^ mix64((uint64_t)epoch ^ mix64((uint64_t)row ^
+                                     mix64((uint64_t)pos * 4 + (uint64_t)k))));
+    return (double)(h >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Row r's caption: [bos, ids of its transcript..., eos, pad...]; all pad
+ * (not scored) when the row has no transcript. */
+static tm_status fill_caption(loader_src *s, const tm_manifest_row *row, int32_t *dst)
+{
+    const tm_model_info *mi = &s->mi;
+    int64_t T = mi->caption_tokens;
+    for (int64_t i = 0; i < T; i++) dst[i] = mi->caption_pad;
+    if (!row || !row->transcript || !row->transcript[0] || T < 3) return TM_OK;
+    if (!s->dc->tok)
+        return tm_fail(TM_ERR_INVALID, "data: captions need a tokenizer; give \"data.tokenizer\"");
+    tm_tokenizer_encode_params p = tm_tokenizer_encode_default_params();
+    p.max_length = (int32_t)(T - 2);
+    int32_t n = 0;
+    tm_status st = tm_tokenizer_encode_into(s->dc->tok, row->transcript, strlen(row->transcript),
+                                            &p, dst + 1, NULL, (int32_t)(T - 2), &n);
+    if (st) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", tm_last_error());
+        return tm_fail(st, "%s line %" PRId64 ": the transcript cannot be tokenized: %s",
+                       s->dc->manifest_path, row->line, why);
+    }
+    for (int32_t i = 0; i < n; i++)
+        if (dst[1 + i] < 0 || dst[1 + i] >= mi->caption_vocab)
+            return tm_fail(TM_ERR_INVALID,
+                           "%s line %" PRId64 ": the transcript's token id %d is outside the "
+                           "caption vocabulary (%" PRId64 " ids; the model config's "
+                           "\"caption.vocab_size\"): give the caption decoder the text "
+                           "tokenizer's vocabulary, or a tokenizer whose ids fit",
+                           s->dc->manifest_path, row->line, (int)dst[1 + i], mi->caption_vocab);
+    dst[0] = mi->caption_bos;
+    dst[1 + n] = mi->caption_eos;
+    return TM_OK;
+}
+
+/* BERT-style masking of row r's tokens: each real, non-special token is
+ * chosen with probability 0.15; a chosen one gets its id as the label and
+ * becomes mask_id (80%), a random id (10%) or stays (10%). A pure function
+ * of (the source's seed, epoch, manifest row). */
+static void mask_tokens(loader_src *s, int64_t epoch, int64_t row, int32_t *tok, int32_t ntok,
+                        int32_t *labels)
+{
+    const tm_model_info *mi = &s->mi;
+    for (int32_t i = 0; i < ntok && i < mi->text_tokens; i++) {
+        int32_t id = tok[i];
+        if (id == mi->pad_id || id == mi->mask_id) continue;
+        if (s->dc->tok && tm_tokenizer_is_special(s->dc->tok, id)) continue;
+        if (draw01(s->lc.seed, epoch, row, i, 0) >= 0.15) continue;
+        labels[i] = id;
+        double v = draw01(s->lc.seed, epoch, row, i, 1);
+        if (v < 0.8) tok[i] = mi->mask_id;
+        else if (v < 0.9 && mi->vocab_size > 0)
+            tok[i] = (int32_t)(draw01(s->lc.seed, epoch, row, i, 2) * (double)mi->vocab_size);
     }
 }
 
@@ -303,6 +399,17 @@ static tm_status loader_fill(void *ctx, int64_t epoch, int64_t index, int64_t co
         memcpy(in->mel, b->mel, (size_t)(count * c->n_mels * c->n_frames) * sizeof(float));
     if (in->labels && b->labels) memcpy(in->labels, b->labels, (size_t)count * sizeof(int32_t));
     if (in->present && b->present) memcpy(in->present, b->present, (size_t)(count * M));
+    for (int64_t r = 0; r < count; r++) {
+        int64_t row = b->rows ? b->rows[r] : -1;
+        const tm_manifest_row *mr = row >= 0 ? tm_manifest_row_at(s->dc->manifest, row) : NULL;
+        if (in->caption && s->mi.caption_tokens > 0 &&
+            (st = fill_caption(s, mr, in->caption + r * s->mi.caption_tokens)))
+            return st;
+        if (in->mlm_labels && in->tokens && b->tokens && s->mi.mask_id >= 0 && row >= 0)
+            mask_tokens(s, epoch, row, in->tokens + r * c->text_tokens,
+                        b->n_tokens ? b->n_tokens[r] : (int32_t)c->text_tokens,
+                        in->mlm_labels + r * c->text_tokens);
+    }
     return TM_OK;
 }
 
@@ -341,6 +448,7 @@ static tm_status open_data(void *user, const tm_train_data *d, const char *split
     loader_src *ls = calloc(1, sizeof *ls);
     if (!ls) return tm_fail(TM_ERR_NOMEM, "out of memory");
     ls->dc = dc;
+    ls->mi = mi;
     snprintf(ls->split, sizeof ls->split, "%s", split);
     ls->train = d->train_split && !strcmp(split, d->train_split);
     tm_loader_config *c = &ls->lc;
@@ -647,16 +755,29 @@ int cmd_train(int argc, char **argv, int json)
         }
     }
     if (!config) return cli_usage("train: %s", "give --config RUN.json");
+    if (tm_dist_init(NULL, NULL)) {
+        fprintf(stderr, "trimodal train: %s\n", tm_last_error());
+        return 1;
+    }
+    int rank = tm_dist_rank(), world = tm_dist_world();
+    if (rank != 0) { /* rank 0 reports for the group */
+        progress = "none";
+        no_plots = 1;
+    }
 
     tm_run_config *cfg = NULL;
     if (tm_run_config_load(&cfg, config)) {
         fprintf(stderr, "trimodal train: %s\n", tm_last_error());
+        tm_dist_abort(1);
+        tm_dist_finalize();
         return 1;
     }
     int nt = threads ? (int)threads : cfg->threads;
     if (nt && tm_set_num_threads(nt)) {
         fprintf(stderr, "trimodal train: %s\n", tm_last_error());
         tm_run_config_free(cfg);
+        tm_dist_abort(1);
+        tm_dist_finalize();
         return 1;
     }
 
@@ -685,6 +806,7 @@ int cmd_train(int argc, char **argv, int json)
     o.open_user = &dc;
     o.tokenizer_file = dc.tok_file[0] ? dc.tok_file : NULL;
     o.preprocess_file = dc.pre_file[0] ? dc.pre_file : NULL;
+    o.dataset_file = dc.dataset_file[0] ? dc.dataset_file : NULL;
     o.hooks.user = &u;
     o.hooks.on_step = on_step;
     o.hooks.on_eval = on_eval;
@@ -694,10 +816,16 @@ int cmd_train(int argc, char **argv, int json)
     int rc = 1;
     tm_trainer *t = NULL;
     if (tm_trainer_new(&t, cfg, &o)) {
-        fprintf(stderr, "trimodal train: %s\n", tm_last_error());
+        if (world > 1) fprintf(stderr, "trimodal train: rank %d: %s\n", rank, tm_last_error());
+        else fprintf(stderr, "trimodal train: %s\n", tm_last_error());
+        tm_dist_abort(1);
         goto done;
     }
     tm_status s = tm_trainer_run(t);
+    if (s && world > 1) { /* the other ranks may be waiting for this one */
+        fprintf(stderr, "trimodal train: rank %d: %s\n", rank, tm_last_error());
+        tm_dist_abort(1);
+    }
     clear_bar(&u);
     tm_train_result r = tm_trainer_result(t);
     const char *od = tm_trainer_out_dir(t);
@@ -710,8 +838,8 @@ int cmd_train(int argc, char **argv, int json)
                          : r.interrupted   ? "interrupted"
                          : r.stopped_early ? "early_stop"
                                            : "finished";
-    summary(od, cfg, &r, &L, status, plots, json);
-    if (r.interrupted && !json)
+    if (rank == 0) summary(od, cfg, &r, &L, status, plots, json);
+    if (r.interrupted && !json && rank == 0)
         printf("stopped at step %" PRId64 " (--max-steps); continue with --resume\n", r.steps);
     free_metrics(&L);
     rc = s ? 1 : 0;
@@ -722,5 +850,6 @@ done:
     free(dc.manifest_path);
     free(dc.tokenizer_path);
     tm_run_config_free(cfg);
+    tm_dist_finalize();
     return rc;
 }
