@@ -1,0 +1,274 @@
+/* Load test of `trimodal serve` on loopback: keep-alive clients at each
+ * concurrency level post the same classify request (a text, a PNG and a
+ * WAV, base64 in JSON) until a request count or a time bound is reached,
+ * and one JSON line per level reports latency percentiles, throughput and
+ * the server's peak RSS (VmHWM of --server-pid). bench/run_serve.sh starts
+ * the server and runs this.
+ *
+ *   bench_serve --port P [--server-pid PID] [--endpoint /v1/classify]
+ *               [--levels 1,8,64] [--requests 200,400,1000] [--seconds 20]
+ *               [--warmup 8] [--model NAME]
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tests/serve/http_client.h"
+#include "trimodal/core.h"
+#include "trimodal/io.h"
+#include "trimodal/vision.h"
+
+#define MAX_LEVELS 8
+
+typedef struct {
+    int port;
+    const char *path;
+    const char *body;
+    size_t body_len;
+    atomic_long next; /* requests handed out */
+    long limit;
+    double deadline;
+    /* per thread results */
+    double *lat;
+    long n_lat;
+    long errors;
+} level_ctx;
+
+typedef struct {
+    level_ctx *L;
+    double *lat;
+    long n, cap;
+    long errors;
+} worker;
+
+static void *run_worker(void *v)
+{
+    worker *w = v;
+    level_ctx *L = w->L;
+    int fd = hc_connect(L->port);
+    for (;;) {
+        if (atomic_fetch_add(&L->next, 1) >= L->limit || hc_now() >= L->deadline) break;
+        if (fd < 0 && (fd = hc_connect(L->port)) < 0) {
+            w->errors++;
+            continue;
+        }
+        hc_response r;
+        double t0 = hc_now();
+        int rc = hc_request(fd, "POST", L->path, "Content-Type: application/json\r\n", L->body,
+                            L->body_len, &r, 60);
+        double dt = hc_now() - t0;
+        if (rc || r.status != 200) {
+            w->errors++;
+            if (w->errors <= 3)
+                fprintf(stderr, "bench_serve: request failed: status %d %.200s\n", r.status,
+                        r.body ? r.body : "");
+        } else if (w->n < w->cap) {
+            w->lat[w->n++] = dt;
+        }
+        if (rc || r.closed) {
+            close(fd);
+            fd = -1;
+        }
+        hc_response_free(&r);
+    }
+    if (fd >= 0) close(fd);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, long n, double p)
+{
+    if (!n) return NAN;
+    double pos = p / 100.0 * (double)(n - 1);
+    long i = (long)pos;
+    double f = pos - (double)i;
+    return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+static double peak_rss_mb(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    double kb = NAN;
+    if (!f) return kb;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
+    fclose(f);
+    return kb / 1024.0;
+}
+
+/* A request body: a text, a 48 x 40 RGB PNG and a 1 s 16 kHz WAV. */
+static char *make_body(size_t *len)
+{
+    char png_path[] = "/tmp/bench_serve_XXXXXX";
+    int fd = mkstemp(png_path);
+    if (fd < 0) return NULL;
+    close(fd);
+    tm_image *img = NULL;
+    if (tm_image_new(&img, 48, 40, 3)) return NULL;
+    for (int i = 0; i < 48 * 40 * 3; i++)
+        img->data[i] = (uint8_t)((i * 37) ^ (i >> 5));
+    char *png = NULL;
+    size_t png_len = 0;
+    tm_status st = tm_image_save_png(img, png_path);
+    tm_image_free(img);
+    if (!st) st = tm_read_file(png_path, 1 << 24, &png, &png_len);
+    unlink(png_path);
+    if (st) return NULL;
+    enum { RATE = 16000, N = 16000 };
+    unsigned char *wav = malloc(44 + 2 * N);
+    uint32_t v32;
+    uint16_t v16;
+    memcpy(wav, "RIFF", 4);
+    v32 = 36 + 2 * N, memcpy(wav + 4, &v32, 4);
+    memcpy(wav + 8, "WAVEfmt ", 8);
+    v32 = 16, memcpy(wav + 16, &v32, 4);
+    v16 = 1, memcpy(wav + 20, &v16, 2);
+    v16 = 1, memcpy(wav + 22, &v16, 2);
+    v32 = RATE, memcpy(wav + 24, &v32, 4);
+    v32 = 2 * RATE, memcpy(wav + 28, &v32, 4);
+    v16 = 2, memcpy(wav + 32, &v16, 2);
+    v16 = 16, memcpy(wav + 34, &v16, 2);
+    memcpy(wav + 36, "data", 4);
+    v32 = 2 * N, memcpy(wav + 40, &v32, 4);
+    for (int i = 0; i < N; i++) {
+        int16_t s = (int16_t)(8000 * sin(2 * M_PI * 440.0 * i / RATE) +
+                              2000 * sin(2 * M_PI * 2900.0 * i / RATE));
+        memcpy(wav + 44 + 2 * i, &s, 2);
+    }
+    char *b_png = hc_base64(png, png_len), *b_wav = hc_base64(wav, 44 + 2 * N);
+    tm_free(png);
+    free(wav);
+    size_t n = strlen(b_png) + strlen(b_wav) + 200;
+    char *body = malloc(n);
+    *len = (size_t)snprintf(body, n,
+                            "{\"text\": \"a red sneaker with white laces\", \"image\": \"%s\", "
+                            "\"audio\": \"%s\"}",
+                            b_png, b_wav);
+    free(b_png);
+    free(b_wav);
+    return body;
+}
+
+static int parse_list(const char *s, long *out, int max)
+{
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1) return 0;
+        out[n++] = v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return 0;
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    int port = 0, pid = 0, warmup = 8;
+    const char *path = "/v1/classify", *model = "bench-small";
+    long levels[MAX_LEVELS] = {1, 8, 64}, limits[MAX_LEVELS] = {200, 400, 1000};
+    int n_levels = 3, n_limits = 3;
+    double seconds = 20;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--port"))
+            port = atoi(v);
+        else if (!strcmp(a, "--server-pid"))
+            pid = atoi(v);
+        else if (!strcmp(a, "--endpoint"))
+            path = v;
+        else if (!strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--seconds"))
+            seconds = atof(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup = atoi(v);
+        else if (!strcmp(a, "--levels"))
+            n_levels = parse_list(v, levels, MAX_LEVELS);
+        else if (!strcmp(a, "--requests"))
+            n_limits = parse_list(v, limits, MAX_LEVELS);
+        else {
+            fprintf(stderr, "bench_serve: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (port <= 0 || n_levels < 1 || n_limits < 1 || !(seconds > 0)) {
+        fprintf(stderr, "usage: bench_serve --port P [--server-pid PID] [--levels 1,8,64] "
+                        "[--requests 200,400,1000] [--seconds S]\n");
+        return 2;
+    }
+    size_t body_len = 0;
+    char *body = make_body(&body_len);
+    if (!body) {
+        fprintf(stderr, "bench_serve: cannot make the request: %s\n", tm_last_error());
+        return 1;
+    }
+    /* warm-up: graphs are made on first use at each batch size */
+    level_ctx W = {port, path, body, body_len, 0, warmup, hc_now() + seconds, NULL, 0, 0};
+    worker ww = {&W, calloc((size_t)warmup + 1, sizeof(double)), 0, warmup, 0};
+    run_worker(&ww);
+    free(ww.lat);
+    if (ww.errors) {
+        fprintf(stderr, "bench_serve: the server does not answer %s\n", path);
+        free(body);
+        return 1;
+    }
+    int rc = 0;
+    for (int li = 0; li < n_levels; li++) {
+        int c = (int)levels[li];
+        long limit = limits[li < n_limits ? li : n_limits - 1];
+        level_ctx L = {port, path, body, body_len, 0, limit, 0, NULL, 0, 0};
+        worker *ws = calloc((size_t)c, sizeof *ws);
+        pthread_t *th = calloc((size_t)c, sizeof *th);
+        double t0 = hc_now();
+        L.deadline = t0 + seconds;
+        for (int i = 0; i < c; i++) {
+            ws[i] = (worker){&L, calloc((size_t)limit, sizeof(double)), 0, limit, 0};
+            pthread_create(&th[i], NULL, run_worker, &ws[i]);
+        }
+        long n = 0, errors = 0;
+        for (int i = 0; i < c; i++)
+            pthread_join(th[i], NULL);
+        double wall = hc_now() - t0;
+        double *all = calloc((size_t)limit + 1, sizeof(double));
+        for (int i = 0; i < c; i++) {
+            memcpy(all + n, ws[i].lat, (size_t)ws[i].n * sizeof(double));
+            n += ws[i].n;
+            errors += ws[i].errors;
+            free(ws[i].lat);
+        }
+        qsort(all, (size_t)n, sizeof *all, cmp_double);
+        char p50[32] = "null", p95[32] = "null", p99[32] = "null", rss[32] = "null";
+        if (n) {
+            snprintf(p50, sizeof p50, "%.2f", 1e3 * pct(all, n, 50));
+            snprintf(p95, sizeof p95, "%.2f", 1e3 * pct(all, n, 95));
+            snprintf(p99, sizeof p99, "%.2f", 1e3 * pct(all, n, 99));
+        }
+        double mb = pid ? peak_rss_mb(pid) : NAN;
+        if (isfinite(mb)) snprintf(rss, sizeof rss, "%.1f", mb);
+        printf("{\"bench\":\"serve\",\"model\":\"%s\",\"endpoint\":\"%s\",\"dtype\":\"f32\","
+               "\"concurrency\":%d,\"requests\":%ld,\"errors\":%ld,\"latency_ms_p50\":%s,"
+               "\"latency_ms_p95\":%s,\"latency_ms_p99\":%s,\"req_per_s\":%.1f,"
+               "\"seconds\":%.2f,\"server_peak_rss_mb\":%s}\n",
+               model, path, c, n, errors, p50, p95, p99, n / wall, wall, rss);
+        fflush(stdout);
+        if (errors) rc = 1;
+        free(all);
+        free(ws);
+        free(th);
+    }
+    free(body);
+    return rc;
+}
