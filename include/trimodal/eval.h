@@ -526,6 +526,69 @@ tm_status tm_spectrogram_heatstrip(uint8_t *out, const float *mel, int n_mels, i
                                    const float *weights, int n_weights, int strip_height,
                                    const tm_heatmap_opts *opts);
 
+/* ====================================================== whole-model evaluation */
+
+/* tm_evaluate runs a model over the rows of a manifest (through the data
+ * loader) and computes every metric that applies to its heads and the
+ * manifest's fields: classification metrics for each subset of the model's
+ * modalities (the ablation table), retrieval between every pair of
+ * modalities with contrastive heads (instance- and class-level), metrics
+ * per group of a manifest field (bias audit), and for the first n_examples
+ * rows the fusion attention maps and modality attribution. docs/eval.md
+ * ("trimodal eval") describes every number. */
+struct tm_model;
+struct tm_tokenizer;
+struct tm_manifest;
+
+typedef void (*tm_evaluate_progress_fn)(void *ctx, const char *stage, int64_t done,
+                                        int64_t total);
+
+#define TM_EVALUATE_MAX_GROUPS 8
+
+typedef struct {
+    const char *split;     /* rows of this split; NULL: every row */
+    int64_t batch_size;    /* graph batch; 0: 16 */
+    int ablation;          /* 1: every modality subset; 0: all modalities only */
+    int retrieval;         /* 1: retrieval between modality pairs (contrastive heads) */
+    int n_group_by;        /* bias audit: manifest fields to group by */
+    const char *group_by[TM_EVALUATE_MAX_GROUPS];
+    int n_examples;        /* rows explained (attention, attribution); 0 */
+    /* the model's class names (n_class_names == num_classes) or NULL; when
+     * given, manifest label names are mapped onto them and an unknown name
+     * is an error naming the row */
+    const char *const *class_names;
+    int n_class_names;
+    const char *title;     /* the report's title; NULL: "trimodal eval" */
+    tm_evaluate_progress_fn progress; /* NULL: none */
+    void *progress_ctx;
+} tm_evaluate_options;
+
+tm_evaluate_options tm_evaluate_default_options(void);
+
+typedef struct tm_evaluation tm_evaluation;
+
+/* Evaluates model on the rows of manifest (opts->split). tok may be NULL
+ * for a model without text; preprocess is a const tm_preprocess_config *
+ * (trimodal/data.h; void here to keep this header light), NULL meaning the
+ * default front-ends. Captions are decoded greedily when the model has a
+ * caption decoder and tok is given.
+ * Fails with TM_ERR_INVALID naming the manifest line for rows that lack
+ * what the evaluation needs (no modality the model reads, a label outside
+ * the model's classes or unknown to it, some rows labelled and others
+ * not), an empty split, a model with nothing to evaluate; media and
+ * loader errors as tm_loader_next reports them; TM_ERR_NOMEM. */
+tm_status tm_evaluate(tm_evaluation **out, struct tm_model *model,
+                      const struct tm_tokenizer *tok, const void *preprocess,
+                      const struct tm_manifest *manifest, const tm_evaluate_options *opts);
+
+/* Everything as one JSON object (valid while e lives). */
+const char *tm_evaluation_json(const tm_evaluation *e);
+/* A plain-text summary table for a terminal (valid while e lives). */
+const char *tm_evaluation_text(const tm_evaluation *e);
+/* The HTML report (one file, pictures embedded), written atomically. */
+tm_status tm_evaluation_write_report(const tm_evaluation *e, const char *path);
+void tm_evaluation_free(tm_evaluation *e); /* NULL is harmless */
+
 #ifdef __cplusplus
 }
 #endif
