@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 static _Thread_local char last_error[1024];
@@ -13,10 +14,14 @@ void tm_clear_error(void) { last_error[0] = '\0'; }
 
 tm_status tm_fail(tm_status s, const char *fmt, ...)
 {
+    /* format into a scratch buffer first: the arguments may point into
+     * last_error itself (tm_fail(s, "context: %s", tm_last_error())) */
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return s;
 }
 

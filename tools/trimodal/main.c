@@ -43,8 +43,7 @@ static const char *usage_text =
     "  TRIMODAL_THREADS  threads for parallel kernels (default: all online CPUs)\n"
     "  TRIMODAL_ISA      force a lower SIMD level: scalar, avx2 or avx512\n"
     "\n"
-    "Training, evaluation and serving commands arrive with the model, training and serving\n"
-    "layers; see README.md for the state of each.\n";
+    "Run 'trimodal <command> --help' for a command's options; README.md and docs/ for more.\n";
 
 int cli_usage(const char *fmt, ...)
 {
