@@ -13,6 +13,7 @@
 #
 # Environment: DEMO_DIR (default BUILD/demo) holds everything; DEMO_QUICK=1
 # builds a small subset and trains briefly (minutes, for a first look);
+# DEMO_LIMIT="TRAIN TEST" and DEMO_STEPS="S1 S2 S3" size a smoke run;
 # TRIMODAL_THREADS as everywhere.
 set -euo pipefail
 BUILD=${1:-build}
@@ -23,8 +24,16 @@ QUICK=${DEMO_QUICK:-0}
 mkdir -p "$DIR"
 
 say() { printf '\n== %s\n' "$*" >&2; }
+warm() { local w=$(( $1 / 20 )); [ "$w" -gt 50 ] && w=50; echo "$w"; } # warm-up: 5% of a stage, <= 50
 
-if [ "$QUICK" = 1 ]; then
+if [ -n "${DEMO_LIMIT:-}" ]; then
+  # a smoke run: DEMO_LIMIT="TRAIN TEST" images, DEMO_STEPS="S1 S2 S3" steps
+  read -r lt lx <<<"$DEMO_LIMIT"
+  DATA=$DIR/fashion-tri-$lt-$lx
+  LIMIT=(--limit-train "$lt" --limit-test "$lx")
+  read -r -a STEPS <<<"${DEMO_STEPS:-20 10 20}"
+  RUN=$DIR/run-$lt-$lx
+elif [ "$QUICK" = 1 ]; then
   DATA=$DIR/fashion-tri-quick
   LIMIT=(--limit-train 4000 --limit-test 1000)
   STEPS=(150 50 200)
@@ -32,7 +41,7 @@ if [ "$QUICK" = 1 ]; then
 else
   DATA=$DIR/fashion-tri
   LIMIT=()
-  STEPS=(1200 400 2400)
+  STEPS=(500 200 1000)
   RUN=$DIR/run
 fi
 
@@ -54,7 +63,9 @@ fi
 say "3/5 training (curriculum: unimodal, align, finetune) into $RUN"
 sed -e "s|@ROOT@|$ROOT|g" -e "s|@OUT@|$RUN|g" -e "s|@OUT_PARENT@|$DIR|g" \
     -e "s|@DATA@|$DATA|g" -e "s|@STEPS1@|${STEPS[0]}|" -e "s|@STEPS2@|${STEPS[1]}|" \
-    -e "s|@STEPS3@|${STEPS[2]}|" "$ROOT/configs/demo/run.json" > "$DIR/run.json"
+    -e "s|@STEPS3@|${STEPS[2]}|" -e "s|@W1@|$(warm "${STEPS[0]}")|" \
+    -e "s|@W2@|$(warm "${STEPS[1]}")|" -e "s|@W3@|$(warm "${STEPS[2]}")|" \
+    "$ROOT/configs/demo/run.json" > "$DIR/run.json"
 if [ -f "$RUN/final/model.safetensors" ] && [ "$RUN/final/model.safetensors" -nt "$DIR/run.json" ]; then
   echo "reusing the finished run in $RUN" >&2
 else
