@@ -65,3 +65,34 @@ void test_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi)
         x[i] = lo + (hi - lo) * (float)((s >> 40) * (1.0 / 16777216.0));
     }
 }
+
+int check_gradient_fd(const char *what, float *x, const float *ana, int64_t n,
+                      double (*loss)(void *ctx), void *ctx, float eps, double tol)
+{
+    float *want = malloc((size_t)n * sizeof *want), *num = malloc((size_t)n * sizeof *num);
+    if (!want || !num) {
+        free(want);
+        free(num);
+        test_checks++;
+        test_failures++;
+        fprintf(stderr, "%s: out of memory\n", what);
+        return 0;
+    }
+    memcpy(want, ana, (size_t)n * sizeof *want);
+    for (int64_t j = 0; j < n; j++) {
+        float x0 = x[j];
+        x[j] = x0 + eps;
+        double lp = loss(ctx);
+        x[j] = x0 - eps;
+        double lm = loss(ctx);
+        x[j] = x0;
+        num[j] = (float)((lp - lm) / (2 * eps));
+    }
+    /* scale the absolute tolerance to the gradient's size */
+    double mx = 0;
+    for (int64_t j = 0; j < n; j++) mx = fabs(num[j]) > mx ? fabs(num[j]) : mx;
+    int ok = check_close(what, want, num, n, tol * (mx + 1e-3), tol);
+    free(want);
+    free(num);
+    return ok;
+}

@@ -50,6 +50,14 @@ extern int test_checks, test_failures;
 int check_close(const char *what, const float *got, const float *want, int64_t n,
                 double atol, double rtol);
 
+/* Finite-difference gradient check: the analytic gradient `ana` of a scalar
+ * loss with respect to the n floats at x (copied first: evaluating the loss
+ * may overwrite it) against central differences of loss(ctx) with step eps;
+ * every element within tol * (max |numeric| + 1e-3) absolute or tol
+ * relative. x is restored. Counts one check; returns 1 when they match. */
+int check_gradient_fd(const char *what, float *x, const float *ana, int64_t n,
+                      double (*loss)(void *ctx), void *ctx, float eps, double tol);
+
 /* Prints the summary line and returns the process exit status. */
 int test_finish(const char *name);
 

@@ -31,6 +31,17 @@ static double loss_of(tm_graph *g, tm_node *loss)
     return *(float *)tm_node_data(g, loss);
 }
 
+typedef struct {
+    tm_graph *g;
+    tm_node *loss;
+} fd_ctx;
+
+static double fd_loss(void *ctx)
+{
+    fd_ctx *f = ctx;
+    return loss_of(f->g, f->loss);
+}
+
 /* loss = sum(op(inputs) * G); compares d loss / d input with central
  * differences (eps 1e-2 in f32 arithmetic; errors are O(eps^2) plus the
  * loss's rounding over eps, hence tolerances around 1e-2). */
@@ -61,29 +72,12 @@ static void gradcheck(const gcase *c)
     test_fill_uniform(tm_node_data(g, G), tm_node_numel(G), 7, -1.0f, 1.0f);
     CHECK_OK(tm_graph_forward(g));
     CHECK_OK(tm_graph_backward(g));
-    const float eps = 1e-2f;
+    fd_ctx fc = {g, loss};
     for (int i = 0; i < c->nin; i++) {
-        int64_t n = tm_node_numel(in[i]);
-        float *x = tm_node_data(g, in[i]);
-        float *ana = malloc((size_t)n * sizeof *ana), *num = malloc((size_t)n * sizeof *num);
-        memcpy(ana, tm_node_grad(g, in[i]), (size_t)n * sizeof *ana);
-        for (int64_t j = 0; j < n; j++) {
-            float x0 = x[j];
-            x[j] = x0 + eps;
-            double lp = loss_of(g, loss);
-            x[j] = x0 - eps;
-            double lm = loss_of(g, loss);
-            x[j] = x0;
-            num[j] = (float)((lp - lm) / (2 * eps));
-        }
-        /* scale the absolute tolerance to the gradient's size */
-        double mx = 0;
-        for (int64_t j = 0; j < n; j++) mx = fabs(num[j]) > mx ? fabs(num[j]) : mx;
         char what[96];
         snprintf(what, sizeof what, "gradcheck %s d/dx%d", c->name, i);
-        check_close(what, ana, num, n, c->tol * (mx + 1e-3), c->tol);
-        free(ana);
-        free(num);
+        check_gradient_fd(what, tm_node_data(g, in[i]), tm_node_grad(g, in[i]),
+                          tm_node_numel(in[i]), fd_loss, &fc, 1e-2f, c->tol);
     }
     tm_graph_free(g);
 }
