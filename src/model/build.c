@@ -626,9 +626,9 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
     mg->keep_probs = opts && opts->attention_maps;
     if (opts) mg->opts = *opts;
     if (!(mg->opts.label_smoothing >= 0.0f && mg->opts.label_smoothing < 1.0f)) {
+        double eps = mg->opts.label_smoothing;
         tm_free(mg);
-        return tm_fail(TM_ERR_INVALID, "model_graph_new: label_smoothing %g outside [0, 1)",
-                       (double)mg->opts.label_smoothing);
+        return tm_fail(TM_ERR_INVALID, "model_graph_new: label_smoothing %g outside [0, 1)", eps);
     }
     mg->text_enc = -1;
     for (int i = 0; i < c->n_enc; i++)
