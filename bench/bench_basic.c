@@ -28,8 +28,8 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    int64_t elems;  /* elements of the output */
-    double bytes;   /* moved once per call */
+    int64_t elems; /* elements of the output */
+    double bytes;  /* moved once per call */
     void (*run)(bufs *);
 } kernel;
 
@@ -54,7 +54,10 @@ static void residual_add(bufs *m)
     tm_binary_forward(TM_BINARY_ADD, m->y, m->x, m->g, &bc);
 }
 
-static void gelu_fwd(bufs *m) { tm_unary_forward(TM_UNARY_GELU, m->y, m->x, T_TOK * H, 0, 0); }
+static void gelu_fwd(bufs *m)
+{
+    tm_unary_forward(TM_UNARY_GELU, m->y, m->x, T_TOK * H, 0, 0);
+}
 static void gelu_bwd(bufs *m)
 {
     tm_unary_backward(TM_UNARY_GELU, m->dx, m->g, m->x, m->y, T_TOK * H, 0);
@@ -75,8 +78,14 @@ static void ln_bwd(bufs *m)
 {
     tm_layernorm_backward(m->dx, m->dw, m->db, m->g, m->x, m->w, m->mean, m->rstd, T_TOK, D);
 }
-static void softmax_fwd(bufs *m) { tm_softmax_forward(m->y, m->x, T_TOK, 148, 0); }
-static void softmax_bwd(bufs *m) { tm_softmax_backward(m->dx, m->g, m->y, T_TOK, 148, 0); }
+static void softmax_fwd(bufs *m)
+{
+    tm_softmax_forward(m->y, m->x, T_TOK, 148, 0);
+}
+static void softmax_bwd(bufs *m)
+{
+    tm_softmax_backward(m->dx, m->g, m->y, T_TOK, 148, 0);
+}
 static void permute_heads(bufs *m)
 {
     /* (B, T, 3, H, 64) -> (3, B, H, T, 64): the attention's head split */
@@ -86,13 +95,13 @@ static void permute_heads(bufs *m)
 static const kernel KERNELS[] = {
     {"bias_add.fwd", T_TOK * 3 * D, 4.0 * 2 * T_TOK * 3 * D, bias_add_fwd},
     {"bias_add.bwd", T_TOK * 3 * D, 4.0 * 3 * T_TOK * 3 * D, bias_add_bwd},
-    {"residual_add.fwd", T_TOK * D, 4.0 * 3 * T_TOK * D, residual_add},
-    {"gelu.fwd", T_TOK * H, 4.0 * 2 * T_TOK * H, gelu_fwd},
-    {"gelu.bwd", T_TOK * H, 4.0 * 3 * T_TOK * H, gelu_bwd},
-    {"gelu_tanh.fwd", T_TOK * H, 4.0 * 2 * T_TOK * H, gelu_tanh_fwd},
-    {"gelu_tanh.bwd", T_TOK * H, 4.0 * 3 * T_TOK * H, gelu_tanh_bwd},
-    {"layernorm.fwd", T_TOK * D, 4.0 * 2 * T_TOK * D, ln_fwd},
-    {"layernorm.bwd", T_TOK * D, 4.0 * 4 * T_TOK * D, ln_bwd},
+    {"residual_add.fwd", T_TOK *D, 4.0 * 3 * T_TOK *D, residual_add},
+    {"gelu.fwd", T_TOK *H, 4.0 * 2 * T_TOK *H, gelu_fwd},
+    {"gelu.bwd", T_TOK *H, 4.0 * 3 * T_TOK *H, gelu_bwd},
+    {"gelu_tanh.fwd", T_TOK *H, 4.0 * 2 * T_TOK *H, gelu_tanh_fwd},
+    {"gelu_tanh.bwd", T_TOK *H, 4.0 * 3 * T_TOK *H, gelu_tanh_bwd},
+    {"layernorm.fwd", T_TOK *D, 4.0 * 2 * T_TOK *D, ln_fwd},
+    {"layernorm.bwd", T_TOK *D, 4.0 * 4 * T_TOK *D, ln_bwd},
     {"softmax.fwd", T_TOK * 148, 4.0 * 2 * T_TOK * 148, softmax_fwd},
     {"softmax.bwd", T_TOK * 148, 4.0 * 4 * T_TOK * 148, softmax_bwd},
     {"permute.heads", T_TOK * 3 * D, 4.0 * 2 * T_TOK * 3 * D, permute_heads},
@@ -160,9 +169,16 @@ int main(int argc, char **argv)
     }
     int64_t n = (int64_t)T_TOK * H;
     bufs m = {
-        .x = buf(n, 1, -3, 3), .y = buf(n, 2, 0, 1), .g = buf(n, 3, -1, 1), .dx = buf(n, 4, 0, 0),
-        .w = buf(3 * D, 5, 0.5f, 1.5f), .b = buf(3 * D, 6, -1, 1), .dw = buf(3 * D, 7, 0, 0),
-        .db = buf(3 * D, 8, 0, 0), .mean = buf(T_TOK, 9, 0, 0), .rstd = buf(T_TOK, 10, 0, 0),
+        .x = buf(n, 1, -3, 3),
+        .y = buf(n, 2, 0, 1),
+        .g = buf(n, 3, -1, 1),
+        .dx = buf(n, 4, 0, 0),
+        .w = buf(3 * D, 5, 0.5f, 1.5f),
+        .b = buf(3 * D, 6, -1, 1),
+        .dw = buf(3 * D, 7, 0, 0),
+        .db = buf(3 * D, 8, 0, 0),
+        .mean = buf(T_TOK, 9, 0, 0),
+        .rstd = buf(T_TOK, 10, 0, 0),
     };
     tm_isa best = tm_cpu_isa();
     fprintf(stderr, "bench_basic: isa %s beside the plain C kernels\n", tm_isa_name(best));
@@ -173,7 +189,8 @@ int main(int argc, char **argv)
             return 2;
         }
         for (int k = 0; k < NKERNELS; k++)
-            if (!only || strstr(KERNELS[k].name, only)) bench(&KERNELS[k], threads, quick, best, &m);
+            if (!only || strstr(KERNELS[k].name, only))
+                bench(&KERNELS[k], threads, quick, best, &m);
         p = strchr(p, ',');
         if (!p) break;
         p++;

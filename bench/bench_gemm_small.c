@@ -38,10 +38,8 @@ typedef struct {
 } big_shape;
 
 static const big_shape BF16_SHAPES[] = {
-    {"fusion.qkv.fwd", 0, 1, 32 * 148, 768, 256},
-    {"fusion.fc2.fwd", 0, 1, 32 * 148, 256, 1024},
-    {"fusion.fc1.dW", 1, 0, 1024, 256, 32 * 148},
-    {"fusion.fc1.dX", 0, 0, 32 * 148, 256, 1024},
+    {"fusion.qkv.fwd", 0, 1, 32 * 148, 768, 256}, {"fusion.fc2.fwd", 0, 1, 32 * 148, 256, 1024},
+    {"fusion.fc1.dW", 1, 0, 1024, 256, 32 * 148}, {"fusion.fc1.dX", 0, 0, 32 * 148, 256, 1024},
     {"square1024", 0, 0, 1024, 1024, 1024},
 };
 #define NBF16 ((int)(sizeof BF16_SHAPES / sizeof BF16_SHAPES[0]))
@@ -95,8 +93,8 @@ static void bench_small(int64_t M, int64_t K, int64_t N, int threads, int quick)
            "\"threads\":%d,\"isa\":\"%s\",\"reps\":%d,\"sgemm_us\":%.2f,\"packed_us\":%.2f,"
            "\"openblas_us\":%.2f,\"sgemm_gflops\":%.1f,\"packed_gflops\":%.1f,"
            "\"openblas_gflops\":%.1f,\"packed_speedup\":%.2f,\"packed_vs_openblas\":%.2f}\n",
-           name, (long long)M, (long long)N, (long long)K, threads, tm_isa_name(tm_cpu_isa()),
-           reps, best[0] * 1e6, best[1] * 1e6, best[2] * 1e6, flops / best[0] / 1e9,
+           name, (long long)M, (long long)N, (long long)K, threads, tm_isa_name(tm_cpu_isa()), reps,
+           best[0] * 1e6, best[1] * 1e6, best[2] * 1e6, flops / best[0] / 1e9,
            flops / best[1] / 1e9, flops / best[2] / 1e9, best[0] / best[1], best[2] / best[1]);
     fflush(stdout);
     tm_packed_b_free(p);
@@ -108,8 +106,10 @@ static void bench_bf16(const big_shape *s, int threads, int quick)
     int64_t na = s->M * s->K, nb = s->K * s->N;
     float *A = rand_buf(na, 3), *B = rand_buf(nb, 4), *C = tm_alloc((size_t)(s->M * s->N) * 4);
     tm_bf16 *A16 = tm_alloc((size_t)na * 2), *B16 = tm_alloc((size_t)nb * 2);
-    for (int64_t i = 0; i < na; i++) A16[i] = tm_f32_to_bf16(A[i]);
-    for (int64_t i = 0; i < nb; i++) B16[i] = tm_f32_to_bf16(B[i]);
+    for (int64_t i = 0; i < na; i++)
+        A16[i] = tm_f32_to_bf16(A[i]);
+    for (int64_t i = 0; i < nb; i++)
+        B16[i] = tm_f32_to_bf16(B[i]);
     int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
     double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K, b32 = 1e30, b16 = 1e30;
     for (int r = 0; r < (quick ? 3 : 8); r++) {
@@ -153,8 +153,8 @@ int main(int argc, char **argv)
                 }
             return 0;
         } else {
-            fprintf(stderr,
-                    "usage: %s [--threads 1,2] [--quick] [--only SUBSTR] [--shapes]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads 1,2] [--quick] [--only SUBSTR] [--shapes]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -176,7 +176,8 @@ int main(int argc, char **argv)
                 bench_small(TOKENS[t], KN[k][0], KN[k][1], threads, quick);
             }
         for (int s = 0; s < NBF16; s++)
-            if (!only || strstr(BF16_SHAPES[s].name, only)) bench_bf16(&BF16_SHAPES[s], threads, quick);
+            if (!only || strstr(BF16_SHAPES[s].name, only))
+                bench_bf16(&BF16_SHAPES[s], threads, quick);
         p = strchr(p, ',');
         if (!p) break;
         p++;

@@ -98,7 +98,8 @@ static void unary_fwd_task(void *p, int64_t t, int64_t nt)
         break;
     case TM_UNARY_RELU: for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0 ? x[i] : 0.0f; break;
     case TM_UNARY_GELU:
-        for (int64_t i = lo; i < hi; i++) y[i] = 0.5f * x[i] * tm_erf1p_approx(x[i] * (float)M_SQRT1_2);
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = 0.5f * x[i] * tm_erf1p_approx(x[i] * (float)M_SQRT1_2);
         break;
     case TM_UNARY_GELU_TANH: /* 0.5 v (1 + tanh u) = v / (1 + e^-2u): no cancellation */
         for (int64_t i = lo; i < hi; i++) {
@@ -119,8 +120,8 @@ static void unary_bwd_task(void *p, int64_t t, int64_t nt)
     int64_t lo = t * CHUNK, hi = lo + CHUNK < c->n ? lo + CHUNK : c->n;
     const float *x = c->x, *y = c->yin, *dy = c->dy;
     float *dx = c->dx;
-    if (c->v &&
-        c->v->unary_bwd(c->op, dx + lo, dy + lo, x ? x + lo : NULL, y ? y + lo : NULL, hi - lo, c->a))
+    if (c->v && c->v->unary_bwd(c->op, dx + lo, dy + lo, x ? x + lo : NULL, y ? y + lo : NULL,
+                                hi - lo, c->a))
         return;
     switch (c->op) {
     case TM_UNARY_EXP: for (int64_t i = lo; i < hi; i++) dx[i] += dy[i] * y[i]; break;
@@ -392,7 +393,8 @@ static void binary_bwd_piece(const binary_bwd_ctx *c, int64_t r, int64_t i0, int
                              i1 - i0);
         return;
     }
-    for (int64_t i = i0; i < i1; i++) d[i * sd] += dgrad(c->op, c->which, g[i], a[i * sa], b[i * sb]);
+    for (int64_t i = i0; i < i1; i++)
+        d[i * sd] += dgrad(c->op, c->which, g[i], a[i * sa], b[i * sb]);
 }
 
 /* A broadcast operand: columns [i0, i1) summed over every row in order. */

@@ -24,6 +24,8 @@
 
 /* ------------------------------------------------- vector primitives */
 
+// clang-format off
+
 #ifdef TM_BASIC_AVX512
 
 #define VW 16
@@ -46,9 +48,9 @@ INLINE vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 INLINE vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 INLINE vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 INLINE vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
-INLINE vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   /* a*b + c */
+INLINE vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); } /* a*b + c */
 INLINE vf vfnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } /* c - a*b */
-INLINE vf vfms(vf a, vf b, vf c) { return _mm512_fmsub_ps(a, b, c); }   /* a*b - c */
+INLINE vf vfms(vf a, vf b, vf c) { return _mm512_fmsub_ps(a, b, c); } /* a*b - c */
 /* max and min return their second operand when either is NaN */
 INLINE vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 INLINE vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
@@ -60,7 +62,10 @@ INLINE vm vlt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 INLINE vm vle(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
 INLINE vm vgt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 INLINE vf vblend(vm m, vf a, vf b) { return _mm512_mask_blend_ps(m, a, b); } /* m ? b : a */
-INLINE vf vround(vf x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+INLINE vf vround(vf x)
+{
+    return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 /* 2^n for integral n in [-126, 127] held in a float vector */
 INLINE vf vpow2(vf n)
 {
@@ -98,11 +103,15 @@ static const int32_t TAIL_MASK[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0
 
 INLINE vf vload(const float *p) { return _mm256_loadu_ps(p); }
 INLINE void vstore(float *p, vf v) { _mm256_storeu_ps(p, v); }
-INLINE __m256i tail_mask(int64_t n) { return _mm256_loadu_si256((const __m256i *)(TAIL_MASK + 8 - n)); }
+INLINE __m256i tail_mask(int64_t n)
+{
+    return _mm256_loadu_si256((const __m256i *)(TAIL_MASK + 8 - n));
+}
 INLINE vf vload_n(const float *p, int64_t n, float fill)
 {
     __m256i m = tail_mask(n);
-    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+    __m256 x = _mm256_maskload_ps(p, m);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), x, _mm256_castsi256_ps(m));
 }
 INLINE void vstore_n(float *p, vf v, int64_t n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
 INLINE vf vset1(float x) { return _mm256_set1_ps(x); }
@@ -123,7 +132,10 @@ INLINE vm vlt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 INLINE vm vle(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
 INLINE vm vgt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 INLINE vf vblend(vm m, vf a, vf b) { return _mm256_blendv_ps(a, b, m); }
-INLINE vf vround(vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+INLINE vf vround(vf x)
+{
+    return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 INLINE vf vpow2(vf n)
 {
     vi e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
@@ -147,6 +159,7 @@ INLINE float vhmax(vf v)
 #endif
 
 INLINE vf vzero(void) { return vset1(0.0f); }
+// clang-format on
 
 /* Horner's rule with FMAs: c[0] + x c[1] + ... + x^(n-1) c[n-1]. */
 INLINE vf vpoly(vf x, const float *c, int n)
@@ -244,7 +257,10 @@ INLINE vf verf1p(vf x)
 #define SQRT_2_OVER_PI 0.7978845608028654f
 #define GELU_C 0.044715f
 
-INLINE vf vgelu(vf x) { return vmul(vmul(vset1(0.5f), x), verf1p(vmul(x, vset1(SQRT1_2)))); }
+INLINE vf vgelu(vf x)
+{
+    return vmul(vmul(vset1(0.5f), x), verf1p(vmul(x, vset1(SQRT1_2))));
+}
 
 INLINE vf vgelu_grad(vf x)
 {
@@ -261,7 +277,10 @@ INLINE vf vgelu_tanh_arg(vf x)
     return vmul(vset1(-2.0f), u);
 }
 
-INLINE vf vgelu_tanh(vf x) { return vdiv(x, vadd(vset1(1.0f), vexp(vgelu_tanh_arg(x)))); }
+INLINE vf vgelu_tanh(vf x)
+{
+    return vdiv(x, vadd(vset1(1.0f), vexp(vgelu_tanh_arg(x))));
+}
 
 /* With s = sigmoid(2u) and 1 - s = e s (e = e^(-2u), clamped finite so
  * that e s stays 1 where s underflows): s + 2 x s (1 - s) du/dx. */
@@ -274,7 +293,10 @@ INLINE vf vgelu_tanh_grad(vf x)
     return vadd(s, t);
 }
 
-INLINE vf vsigmoid(vf x) { return vdiv(vset1(1.0f), vadd(vset1(1.0f), vexp(vsub(vzero(), x)))); }
+INLINE vf vsigmoid(vf x)
+{
+    return vdiv(vset1(1.0f), vadd(vset1(1.0f), vexp(vsub(vzero(), x))));
+}
 
 /* --------------------------------------------------------- unary ops */
 
@@ -329,12 +351,13 @@ static int FN(unary_fwd)(tm_unary op, float *y, const float *xp, int64_t n, floa
             vf x = LOADX ? vload_n(px + i, r, 1.0f) : vzero();                                     \
             vf y = LOADY ? vload_n(py + i, r, 1.0f) : vzero();                                     \
             (void)x, (void)y;                                                                      \
-            vstore_n(dx + i, vfma(vload_n(dy + i, r, 0.0f), (DERIV), vload_n(dx + i, r, 0.0f)), r); \
+            vstore_n(dx + i, vfma(vload_n(dy + i, r, 0.0f), (DERIV), vload_n(dx + i, r, 0.0f)),    \
+                     r);                                                                           \
         }                                                                                          \
     } while (0)
 
-static int FN(unary_bwd)(tm_unary op, float *dx, const float *dy, const float *px,
-                         const float *py, int64_t n, float a)
+static int FN(unary_bwd)(tm_unary op, float *dx, const float *dy, const float *px, const float *py,
+                         int64_t n, float a)
 {
     const vf one = vset1(1.0f);
     switch (op) {
@@ -352,8 +375,10 @@ static int FN(unary_bwd)(tm_unary op, float *dx, const float *dy, const float *p
             vf g = r >= VW ? vload(dy + i) : vload_n(dy + i, r, 0.0f);
             vf d = r >= VW ? vload(dx + i) : vload_n(dx + i, r, 0.0f);
             d = vadd(d, vblend(vgt(x, vzero()), vzero(), g));
-            if (r >= VW) vstore(dx + i, d);
-            else vstore_n(dx + i, d, r);
+            if (r >= VW)
+                vstore(dx + i, d);
+            else
+                vstore_n(dx + i, d, r);
         }
         return 1;
     }
@@ -365,7 +390,9 @@ static int FN(unary_bwd)(tm_unary op, float *dx, const float *dy, const float *p
         return 1;
     }
     case TM_UNARY_SCALE: MAP_BWD(0, 0, vset1(a)); return 1;
-    case TM_UNARY_ERF: MAP_BWD(1, 0, vmul(vset1(1.12837916709551257f), vexp_negsq(x, 1.0f, 10.3f))); return 1;
+    case TM_UNARY_ERF:
+        MAP_BWD(1, 0, vmul(vset1(1.12837916709551257f), vexp_negsq(x, 1.0f, 10.3f)));
+        return 1;
     }
     return 0;
 }
@@ -382,7 +409,8 @@ static int FN(unary_bwd)(tm_unary op, float *dx, const float *dy, const float *p
             vstore(out + i, OPV(va, vb));                                                          \
         }                                                                                          \
         if (i < n) {                                                                               \
-            vf va = sa ? vload_n(a + i, n - i, 1.0f) : ca, vb = sb ? vload_n(b + i, n - i, 1.0f) : cb; \
+            vf va = sa ? vload_n(a + i, n - i, 1.0f) : ca,                                         \
+               vb = sb ? vload_n(b + i, n - i, 1.0f) : cb;                                         \
             vstore_n(out + i, OPV(va, vb), n - i);                                                 \
         }                                                                                          \
     } while (0)
@@ -427,16 +455,22 @@ static void FN(binary_bwd_row)(tm_binary op, int which, float *d, const float *g
     switch (op) {
     case TM_BINARY_ADD: BIN_BWD_ROW(g); break;
     case TM_BINARY_SUB:
-        if (which) BIN_BWD_ROW(vsub(vzero(), g));
-        else BIN_BWD_ROW(g);
+        if (which)
+            BIN_BWD_ROW(vsub(vzero(), g));
+        else
+            BIN_BWD_ROW(g);
         break;
     case TM_BINARY_MUL:
-        if (which) BIN_BWD_ROW(vmul(g, va));
-        else BIN_BWD_ROW(vmul(g, vb));
+        if (which)
+            BIN_BWD_ROW(vmul(g, va));
+        else
+            BIN_BWD_ROW(vmul(g, vb));
         break;
     case TM_BINARY_DIV:
-        if (which) BIN_BWD_ROW(vdiv(vmul(vsub(vzero(), g), va), vmul(vb, vb)));
-        else BIN_BWD_ROW(vdiv(g, vb));
+        if (which)
+            BIN_BWD_ROW(vdiv(vmul(vsub(vzero(), g), va), vmul(vb, vb)));
+        else
+            BIN_BWD_ROW(vdiv(g, vb));
         break;
     }
 }
@@ -493,8 +527,10 @@ static void FN(layernorm_row)(float *y, float *mp, float *rsp, const float *x, c
         vf nv = vmul(vsub(r >= VW ? vload(x + i) : vload_n(x + i, r, m), vmn), vrs);
         if (w) nv = vmul(nv, r >= VW ? vload(w + i) : vload_n(w + i, r, 1.0f));
         if (b) nv = vadd(nv, r >= VW ? vload(b + i) : vload_n(b + i, r, 0.0f));
-        if (r >= VW) vstore(y + i, nv);
-        else vstore_n(y + i, nv, r);
+        if (r >= VW)
+            vstore(y + i, nv);
+        else
+            vstore_n(y + i, nv, r);
     }
 }
 
@@ -527,8 +563,10 @@ static void FN(layernorm_bwd_row)(float *dx, const float *dy, const float *x, co
         vf nv = vmul(vsub(r >= VW ? vload(x + i) : vload_n(x + i, r, m), vmn), vrs);
         vf d = r >= VW ? vload(dx + i) : vload_n(dx + i, r, 0.0f);
         d = vfma(vrs, vsub(vsub(g, mg), vmul(nv, mgn)), d);
-        if (r >= VW) vstore(dx + i, d);
-        else vstore_n(dx + i, d, r);
+        if (r >= VW)
+            vstore(dx + i, d);
+        else
+            vstore_n(dx + i, d, r);
     }
 }
 
@@ -543,7 +581,8 @@ static void FN(layernorm_bwd_row)(float *dx, const float *dy, const float *x, co
 
 INLINE void prefetch_row(const float *p, int64_t n)
 {
-    for (int64_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
+    for (int64_t i = 0; i < n; i += 16)
+        _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
 }
 
 static void FN(norm_param_grad)(float *dw, float *db, const float *dy, const float *x,
@@ -555,8 +594,12 @@ static void FN(norm_param_grad)(float *dw, float *db, const float *dy, const flo
         vf aw[4], ab[4];
         for (int k = 0; k < 4; k++) {
             int64_t r = w - k * VW;
-            aw[k] = !dw || r <= 0 ? vzero() : r >= VW ? vload(dw + i0 + k * VW) : vload_n(dw + i0 + k * VW, r, 0.0f);
-            ab[k] = !db || r <= 0 ? vzero() : r >= VW ? vload(db + i0 + k * VW) : vload_n(db + i0 + k * VW, r, 0.0f);
+            aw[k] = !dw || r <= 0 ? vzero()
+                    : r >= VW     ? vload(dw + i0 + k * VW)
+                                  : vload_n(dw + i0 + k * VW, r, 0.0f);
+            ab[k] = !db || r <= 0 ? vzero()
+                    : r >= VW     ? vload(db + i0 + k * VW)
+                                  : vload_n(db + i0 + k * VW, r, 0.0f);
         }
         for (int64_t row = 0; row < rows; row++) {
             const float *g = dy + row * ld + i0, *xr = x + row * ld + i0;
@@ -581,12 +624,16 @@ static void FN(norm_param_grad)(float *dw, float *db, const float *dy, const flo
             int64_t r = w - k * VW;
             if (r <= 0) break;
             if (dw) {
-                if (r >= VW) vstore(dw + i0 + k * VW, aw[k]);
-                else vstore_n(dw + i0 + k * VW, aw[k], r);
+                if (r >= VW)
+                    vstore(dw + i0 + k * VW, aw[k]);
+                else
+                    vstore_n(dw + i0 + k * VW, aw[k], r);
             }
             if (db) {
-                if (r >= VW) vstore(db + i0 + k * VW, ab[k]);
-                else vstore_n(db + i0 + k * VW, ab[k], r);
+                if (r >= VW)
+                    vstore(db + i0 + k * VW, ab[k]);
+                else
+                    vstore_n(db + i0 + k * VW, ab[k], r);
             }
         }
     }
@@ -600,7 +647,9 @@ static void FN(column_sum)(float *d, const float *gp, int64_t rows, int64_t ld, 
         vf acc[4];
         for (int k = 0; k < 4; k++) {
             int64_t r = w - k * VW;
-            acc[k] = r <= 0 ? vzero() : r >= VW ? vload(d + i0 + k * VW) : vload_n(d + i0 + k * VW, r, 0.0f);
+            acc[k] = r <= 0    ? vzero()
+                     : r >= VW ? vload(d + i0 + k * VW)
+                               : vload_n(d + i0 + k * VW, r, 0.0f);
         }
         for (int64_t row = 0; row < rows; row++) {
             const float *g = gp + row * ld + i0;
@@ -616,8 +665,10 @@ static void FN(column_sum)(float *d, const float *gp, int64_t rows, int64_t ld, 
         for (int k = 0; k < 4; k++) {
             int64_t r = w - k * VW;
             if (r <= 0) break;
-            if (r >= VW) vstore(d + i0 + k * VW, acc[k]);
-            else vstore_n(d + i0 + k * VW, acc[k], r);
+            if (r >= VW)
+                vstore(d + i0 + k * VW, acc[k]);
+            else
+                vstore_n(d + i0 + k * VW, acc[k], r);
         }
     }
 }
@@ -637,8 +688,10 @@ static void FN(softmax_row)(float *y, const float *x, int64_t C, int log)
         vf e = vexp(vsub(r >= VW ? vload(x + i) : vload_n(x + i, r, -INFINITY), vmn));
         s = vadd(s, e);
         if (!log) {
-            if (r >= VW) vstore(y + i, e);
-            else vstore_n(y + i, e, r);
+            if (r >= VW)
+                vstore(y + i, e);
+            else
+                vstore_n(y + i, e, r);
         }
     }
     float sum = vhsum(s);
@@ -646,15 +699,19 @@ static void FN(softmax_row)(float *y, const float *x, int64_t C, int log)
         vf lse = vset1(m + logf(sum));
         for (i = 0; i < C; i += VW) {
             int64_t r = C - i;
-            if (r >= VW) vstore(y + i, vsub(vload(x + i), lse));
-            else vstore_n(y + i, vsub(vload_n(x + i, r, 0.0f), lse), r);
+            if (r >= VW)
+                vstore(y + i, vsub(vload(x + i), lse));
+            else
+                vstore_n(y + i, vsub(vload_n(x + i, r, 0.0f), lse), r);
         }
     } else {
         vf inv = vset1(1.0f / sum);
         for (i = 0; i < C; i += VW) {
             int64_t r = C - i;
-            if (r >= VW) vstore(y + i, vmul(vload(y + i), inv));
-            else vstore_n(y + i, vmul(vload_n(y + i, r, 0.0f), inv), r);
+            if (r >= VW)
+                vstore(y + i, vmul(vload(y + i), inv));
+            else
+                vstore_n(y + i, vmul(vload_n(y + i, r, 0.0f), inv), r);
         }
     }
 }
@@ -665,8 +722,10 @@ static void FN(softmax_bwd_row)(float *dx, const float *dy, const float *y, int6
     for (int64_t i = 0; i < C; i += VW) {
         int64_t r = C - i;
         vf g = r >= VW ? vload(dy + i) : vload_n(dy + i, r, 0.0f);
-        if (log) s = vadd(s, g);
-        else s = vfma(g, r >= VW ? vload(y + i) : vload_n(y + i, r, 0.0f), s);
+        if (log)
+            s = vadd(s, g);
+        else
+            s = vfma(g, r >= VW ? vload(y + i) : vload_n(y + i, r, 0.0f), s);
     }
     vf vs = vset1(vhsum(s));
     for (int64_t i = 0; i < C; i += VW) {
@@ -676,8 +735,10 @@ static void FN(softmax_bwd_row)(float *dx, const float *dy, const float *y, int6
         vf d = r >= VW ? vload(dx + i) : vload_n(dx + i, r, 0.0f);
         /* log: dy - e^y s; plain: y (dy - s) */
         d = log ? vadd(d, vfnma(vexp(yv), vs, g)) : vfma(yv, vsub(g, vs), d);
-        if (r >= VW) vstore(dx + i, d);
-        else vstore_n(dx + i, d, r);
+        if (r >= VW)
+            vstore(dx + i, d);
+        else
+            vstore_n(dx + i, d, r);
     }
 }
 

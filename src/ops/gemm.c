@@ -187,7 +187,8 @@ static void ukr_pairs_c(int64_t kc, const float *a, const float *b, float *c, in
             float a0 = tm_gemm_bf16_f32((uint16_t)x), a1 = tm_gemm_bf16_f32((uint16_t)(x >> 16));
             for (int j = 0; j < SCALAR_NR; j++) {
                 uint32_t y = bw[q * SCALAR_NR + j];
-                float b0 = tm_gemm_bf16_f32((uint16_t)y), b1 = tm_gemm_bf16_f32((uint16_t)(y >> 16));
+                float b0 = tm_gemm_bf16_f32((uint16_t)y);
+                float b1 = tm_gemm_bf16_f32((uint16_t)(y >> 16));
                 volatile float p1 = a1 * b1, p0 = a0 * b0; /* no contraction into FMAs */
                 acc[i][j] += p1;
                 acc[i][j] += p0;
@@ -232,7 +233,8 @@ typedef struct {
 
 /* Element i of a source: f32, or bf16 widened (exactly) to f32. `bf16` is
  * a constant wherever these are inlined, so each copy loop is specialised. */
-static inline __attribute__((always_inline)) float src_at(const void *src, int64_t i, const int bf16)
+static inline __attribute__((always_inline)) float src_at(const void *src, int64_t i,
+                                                          const int bf16)
 {
     return bf16 ? tm_gemm_bf16_f32(((const uint16_t *)src)[i]) : ((const float *)src)[i];
 }
@@ -240,7 +242,8 @@ static inline __attribute__((always_inline)) float src_at(const void *src, int64
 static inline __attribute__((always_inline)) const void *src_add(const void *src, int64_t i,
                                                                 const int bf16)
 {
-    return bf16 ? (const void *)((const uint16_t *)src + i) : (const void *)((const float *)src + i);
+    if (bf16) return (const uint16_t *)src + i;
+    return (const float *)src + i;
 }
 
 /* Depth-major source: element (p, x) at src[p*ld + x]. Walks src row by

@@ -77,12 +77,14 @@ static void test_erf(int isa)
     memcpy(&hi, &f, 4);
     for (uint32_t u = lo; u < hi;) {
         int64_t n = 0;
-        for (; n < BLOCK && u < hi; n++, u++) memcpy(&x[n], &u, 4);
+        for (; n < BLOCK && u < hi; n++, u++)
+            memcpy(&x[n], &u, 4);
         erf_block(isa, x, y, n, &w);
     }
     /* a grid of step 2^-14 over [-9, 9], both signs */
     int64_t n = 0;
-    for (double v = -9.0; v <= 9.0; v += 1.0 / 16384) x[n++] = (float)v;
+    for (double v = -9.0; v <= 9.0; v += 1.0 / 16384)
+        x[n++] = (float)v;
     erf_block(isa, x, y, n, &w);
     printf("  erf %-6s max abs error %.3g at %.9g\n", tm_isa_name((tm_isa)isa), w.max_err, w.at);
     CHECK(w.max_err < 1e-7);
@@ -108,7 +110,8 @@ static void test_exp(int isa)
 {
     int64_t n = 0;
     float *x = malloc(BLOCK * sizeof *x), *y = malloc(BLOCK * sizeof *y);
-    for (double v = -103.0; v < 88.72; v += 1.0 / 4096) x[n++] = (float)v;
+    for (double v = -103.0; v < 88.72; v += 1.0 / 4096)
+        x[n++] = (float)v;
     run_unary(isa, TM_UNARY_EXP, y, x, n, 0, 0);
     double max_rel = 0, at = 0;
     int sub_ok = 1;
@@ -252,19 +255,14 @@ static void test_gelu_torch(int isa)
 static const struct {
     tm_unary op;
     const char *name;
-    float lo, hi;   /* input range */
-    double tol;     /* relative to max(|value|, 1e-3 scale) */
+    float lo, hi; /* input range */
+    double tol;   /* relative to max(|value|, 1e-3 scale) */
 } OPS[] = {
-    {TM_UNARY_EXP, "exp", -20, 20, 3e-7},
-    {TM_UNARY_LOG, "log", 0.01f, 50, 3e-7},
-    {TM_UNARY_SQRT, "sqrt", 0.01f, 50, 3e-7},
-    {TM_UNARY_TANH, "tanh", -6, 6, 3e-7},
-    {TM_UNARY_SIGMOID, "sigmoid", -30, 30, 5e-7},
-    {TM_UNARY_RELU, "relu", -3, 3, 0},
-    {TM_UNARY_GELU, "gelu", -9, 9, 1e-6},
-    {TM_UNARY_GELU_TANH, "gelu_tanh", -9, 9, 1e-6},
-    {TM_UNARY_SILU, "silu", -30, 30, 5e-7},
-    {TM_UNARY_SCALE, "scale", -5, 5, 3e-7},
+    {TM_UNARY_EXP, "exp", -20, 20, 3e-7},         {TM_UNARY_LOG, "log", 0.01f, 50, 3e-7},
+    {TM_UNARY_SQRT, "sqrt", 0.01f, 50, 3e-7},     {TM_UNARY_TANH, "tanh", -6, 6, 3e-7},
+    {TM_UNARY_SIGMOID, "sigmoid", -30, 30, 5e-7}, {TM_UNARY_RELU, "relu", -3, 3, 0},
+    {TM_UNARY_GELU, "gelu", -9, 9, 1e-6},         {TM_UNARY_GELU_TANH, "gelu_tanh", -9, 9, 1e-6},
+    {TM_UNARY_SILU, "silu", -30, 30, 5e-7},       {TM_UNARY_SCALE, "scale", -5, 5, 3e-7},
     {TM_UNARY_ERF, "erf", -5, 5, 3e-7},
 };
 #define NOPS ((int)(sizeof OPS / sizeof OPS[0]))
@@ -306,8 +304,8 @@ static void test_vs_plain_c(int isa)
 static void test_specials(int isa)
 {
     float x[4] = {NAN, INFINITY, -INFINITY, -1e30f}, y[4];
-    tm_unary ops[] = {TM_UNARY_EXP, TM_UNARY_SIGMOID, TM_UNARY_GELU, TM_UNARY_GELU_TANH,
-                      TM_UNARY_SILU, TM_UNARY_ERF};
+    tm_unary ops[] = {TM_UNARY_EXP,       TM_UNARY_SIGMOID, TM_UNARY_GELU,
+                      TM_UNARY_GELU_TANH, TM_UNARY_SILU,    TM_UNARY_ERF};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         run_unary(isa, ops[i], y, x, 4, 1, 0);
         CHECK(isnan(y[0]));
@@ -319,7 +317,8 @@ static void test_specials(int isa)
     run_unary(isa, TM_UNARY_GELU_TANH, y, x, 4, 1, 0);
     CHECK(y[1] == INFINITY && y[3] == 0.0f);
     /* GELU's backward far out: 1 on the right, 0 on the left */
-    float gx[2] = {40.0f, -40.0f}, gy[2] = {0, 0}, ones[2] = {1, 1}, gd[2] = {0, 0}, gd2[2] = {0, 0};
+    float gx[2] = {40.0f, -40.0f}, gy[2] = {0, 0}, ones[2] = {1, 1}, gd[2] = {0, 0},
+          gd2[2] = {0, 0};
     run_unary_bwd(isa, TM_UNARY_GELU, gd, ones, gx, gy, 2, 0);
     CHECK(gd[0] == 1.0f && gd[1] == 0.0f);
     run_unary_bwd(isa, TM_UNARY_GELU_TANH, gd2, ones, gx, gy, 2, 0);
@@ -338,7 +337,8 @@ static void test_threads(int isa)
         const float *xs = x;
         static float xpos[N];
         if (OPS[o].op == TM_UNARY_LOG || OPS[o].op == TM_UNARY_SQRT) {
-            for (int i = 0; i < N; i++) xpos[i] = fabsf(x[i]) + 0.1f;
+            for (int i = 0; i < N; i++)
+                xpos[i] = fabsf(x[i]) + 0.1f;
             xs = xpos;
         }
         memset(d1, 0, sizeof d1);

@@ -120,16 +120,19 @@ typedef struct {
 
 /* out (and both gradients) in double, by walking out's indices. */
 static void binary_ref(tm_binary op, const tm_bcast *bc, const float *a, const float *b,
-                       const float *g, double *out, double *da, double *db, int64_t na,
-                       int64_t nb)
+                       const float *g, double *out, double *da, double *db, int64_t na, int64_t nb)
 {
     int64_t n = 1, idx[TM_MAX_DIMS] = {0};
-    for (int i = 0; i < bc->ndim; i++) n *= bc->shape[i];
-    for (int64_t i = 0; i < na; i++) da[i] = 0;
-    for (int64_t i = 0; i < nb; i++) db[i] = 0;
+    for (int i = 0; i < bc->ndim; i++)
+        n *= bc->shape[i];
+    for (int64_t i = 0; i < na; i++)
+        da[i] = 0;
+    for (int64_t i = 0; i < nb; i++)
+        db[i] = 0;
     for (int64_t k = 0; k < n; k++) {
         int64_t oa = 0, ob = 0;
-        for (int i = 0; i < bc->ndim; i++) oa += idx[i] * bc->sa[i], ob += idx[i] * bc->sb[i];
+        for (int i = 0; i < bc->ndim; i++)
+            oa += idx[i] * bc->sa[i], ob += idx[i] * bc->sb[i];
         double x = a[oa], y = b[ob], gg = g[k];
         switch (op) {
         case TM_BINARY_ADD: out[k] = x + y, da[oa] += gg, db[ob] += gg; break;
@@ -148,7 +151,8 @@ static void compare_d(const char *what, const float *got, const double *want, in
                       double atol, double rtol)
 {
     float *w = malloc((size_t)n * sizeof *w);
-    for (int64_t i = 0; i < n; i++) w[i] = (float)want[i];
+    for (int64_t i = 0; i < n; i++)
+        w[i] = (float)want[i];
     check_close(what, got, w, n, atol, rtol);
     free(w);
 }
@@ -163,8 +167,9 @@ static void test_binary_layouts(int isa)
         /* out (3, 4, C): b as (C), (3, 1, C), (3, 4, 1), (1), the same
          * shape, and a broadcast instead: a (4, C) with b (3, 4, C) */
         const layout L[] = {
-            {3, 1, {3, 4, C}, {C}},       {3, 3, {3, 4, C}, {3, 1, C}}, {3, 3, {3, 4, C}, {3, 4, 1}},
-            {3, 1, {3, 4, C}, {1}},       {3, 3, {3, 4, C}, {3, 4, C}}, {2, 3, {4, C}, {3, 4, C}},
+            {3, 1, {3, 4, C}, {C}},       {3, 3, {3, 4, C}, {3, 1, C}},
+            {3, 3, {3, 4, C}, {3, 4, 1}}, {3, 1, {3, 4, C}, {1}},
+            {3, 3, {3, 4, C}, {3, 4, C}}, {2, 3, {4, C}, {3, 4, C}},
             {3, 3, {3, 1, C}, {1, 4, 1}},
         };
         for (size_t k = 0; k < sizeof L / sizeof L[0]; k++)
@@ -172,14 +177,18 @@ static void test_binary_layouts(int isa)
                 tm_bcast bc;
                 CHECK(tm_bcast_init(&bc, L[k].nda, L[k].sa, L[k].ndb, L[k].sb));
                 int64_t n = 1, na = 1, nb = 1;
-                for (int i = 0; i < bc.ndim; i++) n *= bc.shape[i];
-                for (int i = 0; i < L[k].nda; i++) na *= L[k].sa[i];
-                for (int i = 0; i < L[k].ndb; i++) nb *= L[k].sb[i];
+                for (int i = 0; i < bc.ndim; i++)
+                    n *= bc.shape[i];
+                for (int i = 0; i < L[k].nda; i++)
+                    na *= L[k].sa[i];
+                for (int i = 0; i < L[k].ndb; i++)
+                    nb *= L[k].sb[i];
                 float *a = fvec(na, 1 + k, -2, 2), *b = fvec(nb, 2 + k, 0.5f, 2);
                 float *g = fvec(n, 3 + k, -1, 1), *y = fvec(n, 4, 0, 1);
                 float *da = calloc((size_t)na, sizeof *da), *db = calloc((size_t)nb, sizeof *db);
                 double *ry = malloc((size_t)n * sizeof *ry);
-                double *rda = malloc((size_t)na * sizeof *rda), *rdb = malloc((size_t)nb * sizeof *rdb);
+                double *rda = malloc((size_t)na * sizeof *rda),
+                       *rdb = malloc((size_t)nb * sizeof *rdb);
                 tm_binary_forward((tm_binary)op, y, a, b, &bc);
                 tm_binary_backward((tm_binary)op, da, db, g, a, b, &bc, na, nb);
                 binary_ref((tm_binary)op, &bc, a, b, g, ry, rda, rdb, na, nb);
@@ -189,7 +198,8 @@ static void test_binary_layouts(int isa)
                 compare_d(what, y, ry, n, 1e-7, 1e-6);
                 compare_d(what, da, rda, na, 1e-5, 1e-5);
                 compare_d(what, db, rdb, nb, 1e-5, 1e-5);
-                free(a), free(b), free(g), free(y), free(da), free(db), free(ry), free(rda), free(rdb);
+                free(a), free(b), free(g), free(y), free(da), free(db), free(ry), free(rda),
+                    free(rdb);
             }
     }
     tm_force_isa(-1);
@@ -214,9 +224,11 @@ static void test_rows(int isa)
         for (int64_t r = 0; r < R; r++) {
             const float *xr = x + r * C, *gr = G + r * C;
             double m = 0, v = 0, sg = 0, sgn = 0;
-            for (int64_t i = 0; i < C; i++) m += xr[i];
+            for (int64_t i = 0; i < C; i++)
+                m += xr[i];
             m /= C;
-            for (int64_t i = 0; i < C; i++) v += (xr[i] - m) * (xr[i] - m);
+            for (int64_t i = 0; i < C; i++)
+                v += (xr[i] - m) * (xr[i] - m);
             double rs = 1 / sqrt(v / C + 1e-5);
             for (int64_t i = 0; i < C; i++) {
                 double nn = (xr[i] - m) * rs;
@@ -244,8 +256,10 @@ static void test_rows(int isa)
             for (int64_t r = 0; r < R; r++) {
                 const float *xr = x + r * C, *gr = G + r * C;
                 double mx = -INFINITY, s = 0, dot = 0, sg = 0;
-                for (int64_t i = 0; i < C; i++) mx = fmax(mx, xr[i]);
-                for (int64_t i = 0; i < C; i++) s += exp(xr[i] - mx);
+                for (int64_t i = 0; i < C; i++)
+                    mx = fmax(mx, xr[i]);
+                for (int64_t i = 0; i < C; i++)
+                    s += exp(xr[i] - mx);
                 for (int64_t i = 0; i < C; i++) {
                     double p = exp(xr[i] - mx) / s;
                     ry[r * C + i] = lg ? xr[i] - mx - log(s) : p;
@@ -267,10 +281,12 @@ static void test_rows(int isa)
     }
     /* a row of -inf but one: softmax 1 there, 0 elsewhere */
     float x[19], y[19];
-    for (int i = 0; i < 19; i++) x[i] = -INFINITY;
+    for (int i = 0; i < 19; i++)
+        x[i] = -INFINITY;
     x[17] = 3.0f;
     tm_softmax_forward(y, x, 1, 19, 0);
-    for (int i = 0; i < 19; i++) CHECK(y[i] == (i == 17 ? 1.0f : 0.0f));
+    for (int i = 0; i < 19; i++)
+        CHECK(y[i] == (i == 17 ? 1.0f : 0.0f));
     tm_force_isa(-1);
 }
 
@@ -291,7 +307,8 @@ static void test_copies(int isa)
     tm_permute_copy(o, x, 3, (int64_t[]){A, B, C}, (int[]){1, 0, 2}, 0);
     for (int i = 0; i < A; i++)
         for (int j = 0; j < B; j++)
-            for (int k = 0; k < C; k++) want[(j * A + i) * C + k] = x[(i * B + j) * C + k];
+            for (int k = 0; k < C; k++)
+                want[(j * A + i) * C + k] = x[(i * B + j) * C + k];
     check_close("permute copy", o, want, N, 0, 0);
     /* block copy, accumulating: dst[o, j*2 + 1, :] += src[o, j, :] */
     float *d = fvec(2 * 6 * 11, 22, -1, 1), *s = fvec(2 * 3 * 11, 23, -1, 1);
@@ -299,14 +316,16 @@ static void test_copies(int isa)
     memcpy(dw, d, 2 * 6 * 11 * sizeof *dw);
     for (int oo = 0; oo < 2; oo++)
         for (int j = 0; j < 3; j++)
-            for (int i = 0; i < 11; i++) dw[oo * 66 + (j * 2 + 1) * 11 + i] += s[oo * 33 + j * 11 + i];
+            for (int i = 0; i < 11; i++)
+                dw[oo * 66 + (j * 2 + 1) * 11 + i] += s[oo * 33 + j * 11 + i];
     tm_block_copy(d, 66, 2, 1, s, 33, 1, 0, 2, 3, 11, 1);
     check_close("block copy accumulate", d, dw, 2 * 6 * 11, 0, 0);
     /* embedding backward: repeated ids add up */
     float table[5 * 19] = {0}, tw[5 * 19] = {0}, *g = fvec(4 * 19, 24, -1, 1);
     int32_t ids[4] = {3, 1, 3, 0};
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 19; j++) tw[ids[i] * 19 + j] += g[i * 19 + j];
+        for (int j = 0; j < 19; j++)
+            tw[ids[i] * 19 + j] += g[i * 19 + j];
     tm_embedding_backward(table, g, ids, 4, 19);
     check_close("embedding backward", table, tw, 5 * 19, 0, 0);
     free(x), free(o), free(want), free(d), free(s), free(dw), free(g);
@@ -342,9 +361,9 @@ static void run_all(const float *x, const float *bias, const float *g, outputs *
 static outputs alloc_outputs(void)
 {
     outputs o = {
-        malloc(TN * 4), malloc(TN * 4), malloc(TC * 4), malloc(TN * 4), malloc(TR * 4),
-        malloc(TR * 4), malloc(TN * 4), malloc(TC * 4), malloc(TC * 4), malloc(TN * 4),
-        malloc(TN * 4),
+        malloc(TN * 4), malloc(TN * 4), malloc(TC * 4), malloc(TN * 4),
+        malloc(TR * 4), malloc(TR * 4), malloc(TN * 4), malloc(TC * 4),
+        malloc(TC * 4), malloc(TN * 4), malloc(TN * 4),
     };
     return o;
 }

@@ -40,8 +40,14 @@ typedef struct {
 
 static problem make(int ta, int tb, int64_t M, int64_t N, int64_t K, uint64_t seed)
 {
-    problem p = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = (ta ? M : K) + 2,
-                 .ldb = (tb ? K : N) + 3, .ldc = N + 1};
+    problem p = {.ta = ta,
+                 .tb = tb,
+                 .M = M,
+                 .N = N,
+                 .K = K,
+                 .lda = (ta ? M : K) + 2,
+                 .ldb = (tb ? K : N) + 3,
+                 .ldc = N + 1};
     int64_t na = (ta ? K : M) * p.lda, nb = (tb ? N : K) * p.ldb;
     p.A16 = malloc((size_t)(na > 0 ? na : 1) * 2), p.A = malloc((size_t)(na > 0 ? na : 1) * 4);
     p.B16 = malloc((size_t)(nb > 0 ? nb : 1) * 2), p.B = malloc((size_t)(nb > 0 ? nb : 1) * 4);
@@ -52,7 +58,10 @@ static problem make(int ta, int tb, int64_t M, int64_t N, int64_t K, uint64_t se
     return p;
 }
 
-static void release(problem *p) { free(p->A16), free(p->A), free(p->B16), free(p->B), free(p->C0); }
+static void release(problem *p)
+{
+    free(p->A16), free(p->A), free(p->B16), free(p->B), free(p->C0);
+}
 
 static float *copy_c(const problem *p)
 {
@@ -96,7 +105,7 @@ static void pairs_ref(const problem *p, float alpha, float beta, float *C)
 }
 
 static const int64_t SHAPES[][3] = {
-    {1, 1, 1},   {3, 7, 2},   {7, 33, 17},  {17, 65, 100}, {6, 16, 255},
+    {1, 1, 1},     {3, 7, 2},    {7, 33, 17},   {17, 65, 100},   {6, 16, 255},
     {13, 31, 513}, {65, 48, 64}, {1, 768, 256}, {300, 200, 300}, /* the last: a shared B */
 };
 #define NSHAPES ((int)(sizeof SHAPES / sizeof SHAPES[0]))
@@ -111,7 +120,8 @@ static void test_emulated(const char *isa)
             float alpha = AB[(t + s) % 4][0], beta = AB[(t + s) % 4][1];
             float *C1 = copy_c(&p), *C2 = copy_c(&p);
             if (beta == 0.0f) /* C's old values must not matter, even NaN */
-                for (int64_t i = 0; i < p.M * p.ldc; i++) C1[i] = C2[i] = NAN;
+                for (int64_t i = 0; i < p.M * p.ldc; i++)
+                    C1[i] = C2[i] = NAN;
             tm_gemm_bf16(p.ta, p.tb, p.M, p.N, p.K, alpha, p.A16, p.lda, p.B16, p.ldb, beta, C1,
                          p.ldc);
             tm_sgemm(p.ta, p.tb, p.M, p.N, p.K, alpha, p.A, p.lda, p.B, p.ldb, beta, C2, p.ldc);
@@ -135,8 +145,8 @@ static void test_pairs(void)
             problem p = make(t & 1, t >> 1, SHAPES[s][0], SHAPES[s][1], SHAPES[s][2], 40 + s);
             float alpha = AB[(t + s) % 4][0], beta = AB[(t + s) % 4][1];
             float *C1 = copy_c(&p), *C2 = copy_c(&p), *C3 = copy_c(&p);
-            tm_gemm_bf16_with(&tm_gemm_kernel_bf16_pairs_c, p.ta, p.tb, p.M, p.N, p.K, alpha,
-                              p.A16, p.lda, p.B16, p.ldb, beta, C1, p.ldc);
+            tm_gemm_bf16_with(&tm_gemm_kernel_bf16_pairs_c, p.ta, p.tb, p.M, p.N, p.K, alpha, p.A16,
+                              p.lda, p.B16, p.ldb, beta, C1, p.ldc);
             pairs_ref(&p, alpha, beta, C2);
             tm_sgemm_ref(p.ta, p.tb, p.M, p.N, p.K, alpha, p.A, p.lda, p.B, p.ldb, beta, C3, p.ldc);
             char name[128];
@@ -165,8 +175,7 @@ static void test_native(void)
             tm_gemm_bf16(p.ta, p.tb, p.M, p.N, p.K, alpha, p.A16, p.lda, p.B16, p.ldb, beta, C1,
                          p.ldc);
             tm_sgemm_ref(p.ta, p.tb, p.M, p.N, p.K, alpha, p.A, p.lda, p.B, p.ldb, beta, C2, p.ldc);
-            check_close("bf16 native", C1, C2, p.M * p.ldc, 2e-6 * sqrt((double)p.K + 1) * 8,
-                        1e-5);
+            check_close("bf16 native", C1, C2, p.M * p.ldc, 2e-6 * sqrt((double)p.K + 1) * 8, 1e-5);
             free(C1), free(C2);
             release(&p);
         }
@@ -180,12 +189,12 @@ static void test_threads(void)
     float *C1 = copy_c(&p), *C2 = copy_c(&p), *C3 = copy_c(&p), *C4 = copy_c(&p);
     tm_set_num_threads(1);
     tm_gemm_bf16(0, 1, p.M, p.N, p.K, 1.0f, p.A16, p.lda, p.B16, p.ldb, 0.0f, C1, p.ldc);
-    tm_gemm_bf16_with(&tm_gemm_kernel_bf16_pairs_c, 0, 1, p.M, p.N, p.K, 1.0f, p.A16, p.lda,
-                      p.B16, p.ldb, 0.0f, C3, p.ldc);
+    tm_gemm_bf16_with(&tm_gemm_kernel_bf16_pairs_c, 0, 1, p.M, p.N, p.K, 1.0f, p.A16, p.lda, p.B16,
+                      p.ldb, 0.0f, C3, p.ldc);
     CHECK_OK(tm_set_num_threads(2));
     tm_gemm_bf16(0, 1, p.M, p.N, p.K, 1.0f, p.A16, p.lda, p.B16, p.ldb, 0.0f, C2, p.ldc);
-    tm_gemm_bf16_with(&tm_gemm_kernel_bf16_pairs_c, 0, 1, p.M, p.N, p.K, 1.0f, p.A16, p.lda,
-                      p.B16, p.ldb, 0.0f, C4, p.ldc);
+    tm_gemm_bf16_with(&tm_gemm_kernel_bf16_pairs_c, 0, 1, p.M, p.N, p.K, 1.0f, p.A16, p.lda, p.B16,
+                      p.ldb, 0.0f, C4, p.ldc);
     tm_set_num_threads(threads);
     CHECK(memcmp(C1, C2, (size_t)(p.M * p.ldc) * 4) == 0);
     CHECK(memcmp(C3, C4, (size_t)(p.M * p.ldc) * 4) == 0);
