@@ -17,7 +17,7 @@ help:
 	@echo "make test-fast  build and run the tests without the sanitizer pass"
 	@echo "make bench      kernel and model benchmarks beside PyTorch/OpenBLAS (JSON lines)"
 	@echo "make fuzz       build the libFuzzer harnesses and run each FUZZ_SECONDS (default 30)"
-	@echo "make demo       deps, build, and run the demo"
+	@echo "make demo       deps, build, FashionTri, train, evaluate, HTML report (DEMO_QUICK=1: minutes)"
 	@echo "make clean      remove build/"
 
 deps:
