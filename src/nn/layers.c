@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "graph/graph_internal.h"
 #include "nn_internal.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -17,20 +16,12 @@ tm_node *tm_nn_fail(tm_graph *g, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (g && g->status == TM_OK) {
-        snprintf(g->error, sizeof g->error, "%s", msg);
-        g->status = TM_ERR_INVALID;
-    }
-    tm_fail(g && g->status ? g->status : TM_ERR_INVALID, "%s", g && g->status ? g->error : msg);
+    tm_graph_fail(g, TM_ERR_INVALID, "%s", msg);
     return NULL;
 }
 
-tm_status tm_nn_status(tm_graph *g)
-{
-    tm_status s = tm_graph_status(g);
-    if (s != TM_OK && g) tm_fail(s, "%s", g->error);
-    return s;
-}
+/* The graph's first build error; tm_graph_fail made it tm_last_error(). */
+tm_status tm_nn_status(tm_graph *g) { return tm_graph_status(g); }
 
 tm_node *tm_nn_param(tm_graph *g, const char *prefix, const char *suffix, int ndim,
                      const int64_t *shape)
