@@ -108,6 +108,10 @@ static void gemm_prec(tm_graph *g, int ta, int tb, int64_t M, int64_t N, int64_t
 
 static void matmul_forward(tm_graph *g, tm_node *n)
 {
+    if (n->prepared) { /* inference: a packed, int8 or bf16 weight */
+        tm_prepared_matmul(g, n);
+        return;
+    }
     mm_dims d = mm_of(n);
     const float *A = F(n->src[0]), *B = F(n->src[1]);
     if (d.mode == 1 && !d.ta) { /* one big GEMM: fold the batch into M */

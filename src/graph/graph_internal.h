@@ -48,6 +48,9 @@ struct tm_node {
     float *work;        /* forward scratch */
     float *bwork;       /* backward scratch */
     uint64_t dropout_stream; /* the forward call number, for the mask */
+    void *prepared;     /* matmul in an inference graph: src[1] (a frozen
+                           weight) in a prepared form, or NULL; run by
+                           tm_prepared_matmul (prepared.c) */
 };
 
 /* A gradient-checkpoint segment: the nodes with ids first..last. */
@@ -87,6 +90,10 @@ struct tm_graph {
     size_t prec_floats;
     float loss_scale;       /* backward seeds d root = loss_scale (default 1) */
 };
+
+/* A matmul whose weight operand was prepared for inference (packed, int8,
+ * bf16): computes n from n->src[0] and n->prepared. */
+void tm_prepared_matmul(tm_graph *g, tm_node *n);
 
 /* Records the first build error of g (see tm_graph_fail); returns NULL. */
 tm_node *tm_graph_fail_v(tm_graph *g, tm_status s, const char *fmt, va_list ap);

@@ -30,6 +30,10 @@ int cmd_classify(int argc, char **argv, int json);   /* cmd_infer.c */
 int cmd_caption(int argc, char **argv, int json);    /* cmd_infer.c */
 int cmd_search(int argc, char **argv, int json);     /* cmd_search.c */
 int cmd_serve(int argc, char **argv, int json);      /* cmd_serve.c */
+int cmd_quantize(int argc, char **argv, int json);   /* cmd_quantize.c */
+int cmd_prune(int argc, char **argv, int json);      /* cmd_prune.c */
+int cmd_encrypt(int argc, char **argv, int json);    /* cmd_crypt.c */
+int cmd_decrypt(int argc, char **argv, int json);    /* cmd_crypt.c */
 /* inspect of a model folder (with config.json) or a config file */
 int cmd_inspect_model(const char *path, int json);
 

@@ -33,6 +33,9 @@ static const char *usage_text =
     "  caption           a caption (or transcript) from a model's caption head\n"
     "  search            build an index of a manifest's embeddings; query it with any modality\n"
     "  serve             an HTTP server for embed, classify, caption and search\n"
+  "  quantize          a smaller, faster copy of a model: int8 or bf16 weights\n"
+  "  prune             magnitude pruning of a model (unstructured or whole heads)\n"
+  "  encrypt, decrypt  files and model folders encrypted at rest (libsodium; key file or env)\n"
     "\n"
     "options for every command:\n"
     "  --json            one JSON object per line instead of a table\n"
@@ -213,5 +216,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "caption")) return cmd_caption(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2, json);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "prune")) return cmd_prune(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "encrypt")) return cmd_encrypt(argc - 2, argv + 2, json);
+    if (!strcmp(cmd, "decrypt")) return cmd_decrypt(argc - 2, argv + 2, json);
     return cli_usage("unknown command '%s'", cmd);
 }
