@@ -101,6 +101,44 @@ tm_status tm_fashiontri_check(const tm_fashiontri_params *params);
  * its output). summary may be NULL. */
 tm_status tm_fashiontri_build(const tm_fashiontri_params *params, tm_fashiontri_summary *summary);
 
+/* ===================================================== Fashion-MNIST */
+
+/* Fashion-MNIST as it is (no hints, no degradation), for measuring a model
+ * trained on FashionTri on the plain images: `trimodal data build
+ * fashion-mnist`. Progress: split name, images done, images of the split. */
+typedef void (*tm_fashionmnist_progress_fn)(void *ctx, const char *split, int64_t done,
+                                             int64_t total);
+
+/* From tm_fashionmnist_default_params(). New fields are added at the end. */
+typedef struct {
+    const char *out_dir;    /* the dataset folder (created); required */
+    const char *source_dir; /* the four IDX files, gzipped or not; NULL:
+                               /usr/share/datasets/fashion-mnist */
+    int train, test;        /* the splits to write; default test only */
+    tm_fashionmnist_progress_fn progress; /* NULL: none */
+    void *progress_ctx;
+    int64_t limit; /* only the first N images of each split; 0: all */
+} tm_fashionmnist_params;
+
+tm_fashionmnist_params tm_fashionmnist_default_params(void);
+
+typedef struct {
+    int up_to_date; /* 1: out_dir already held these splits; nothing was done */
+    int64_t n_train, n_test;
+} tm_fashionmnist_summary;
+
+/* Writes into params->out_dir:
+ *   manifest.jsonl               {"id","split","label","class","image"} a line
+ *   dataset.json                 name "fashion-mnist", classes, splits, recipe
+ *   images/SPLIT/NNN/IIIIII.png  28 x 28 gray, exactly the IDX pixels
+ * Media first (synced), then manifest.jsonl and dataset.json atomically. A
+ * folder that already holds the same splits from the same files is left as
+ * it is (summary->up_to_date); a folder holding another dataset is refused
+ * (TM_ERR_INVALID). TM_ERR_IO (missing files), TM_ERR_FORMAT (corrupt IDX),
+ * TM_ERR_NOMEM. summary may be NULL. */
+tm_status tm_fashionmnist_build(const tm_fashionmnist_params *params,
+                                tm_fashionmnist_summary *summary);
+
 #ifdef __cplusplus
 }
 #endif
