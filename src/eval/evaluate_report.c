@@ -6,6 +6,8 @@
 
 #include "evaluate_internal.h"
 
+#define EV_BIAS_SHOWN 256 /* groups listed in the terminal table */
+
 static const char *abl_cols[EV_ABL_COLS] = {"accuracy", "top-5", "F1 macro", "F1 weighted",
                                             "ECE"};
 static const char *ret_cols[6] = {"R@1", "R@5", "R@10", "MRR", "mAP", "median rank"};
@@ -76,10 +78,24 @@ static void text_summary(ev_sb *t, const ev_state *s, const ev_out *o, const tm_
         const ev_bias_table *b = &o->bias[f];
         ev_sb_printf(t, "\nbias audit by %s (gap between best and worst accuracy %.4f)\n",
                      b->field, b->gap);
-        for (int i = 0; i < b->n; i++)
-            ev_sb_printf(t, "  %-24s %6lld rows  accuracy %.4f  F1 macro %.4f\n",
+        /* best first, the names in one column */
+        int w = 8, order[EV_BIAS_SHOWN];
+        int n = b->n < EV_BIAS_SHOWN ? b->n : EV_BIAS_SHOWN;
+        for (int i = 0; i < n; i++) {
+            int len = (int)strlen(b->rows[i].group);
+            if (len > w) w = len < 48 ? len : 48;
+            int j = i;
+            for (; j > 0 && b->rows[order[j - 1]].acc < b->rows[i].acc; j--)
+                order[j] = order[j - 1];
+            order[j] = i;
+        }
+        for (int k = 0; k < n; k++) {
+            int i = order[k];
+            ev_sb_printf(t, "  %-*s %6lld rows  accuracy %.4f  F1 macro %.4f\n", w,
                          b->rows[i].group, (long long)b->rows[i].n, b->rows[i].acc,
                          b->rows[i].f1);
+        }
+        if (b->n > n) ev_sb_printf(t, "  (%d more groups in the JSON output)\n", b->n - n);
     }
     if (s->n_ex > 0 && s->C > 0) {
         ev_sb_printf(t, "\nexamples: occlusion (drop in p(predicted) without the modality) / "
