@@ -84,20 +84,25 @@ static const float *prec_round(tm_graph *g, size_t *off, const float *x, int64_t
 
 /* C = op(A) op(B) + beta C for a plain (folded) GEMM, in the graph's
  * precision; A holds rows_a rows of lda floats, B rows_b of ldb. bf16 runs
- * on tm_gemm_bf16 (vdpbf16ps where the CPU has it, else exactly tm_sgemm of
- * the widened operands); f16 on tm_sgemm of the rounded operands. */
+ * on tm_gemm_bf16 where the CPU multiplies bf16 itself (vdpbf16ps), else on
+ * the f32 GEMM of the operands rounded as they are packed
+ * (tm_sgemm_batched_prec: no separate pass); f16 on tm_sgemm of operands
+ * rounded first (its scalar conversion is too slow to redo per panel). */
 static void gemm_prec(tm_graph *g, int ta, int tb, int64_t M, int64_t N, int64_t K,
                       const float *A, int64_t lda, int64_t rows_a, const float *B, int64_t ldb,
                       int64_t rows_b, float beta, float *C, int64_t ldc)
 {
     if (g->precision == TM_F32) {
         tm_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-    } else if (g->precision == TM_BF16) {
+    } else if (g->precision == TM_BF16 && tm_gemm_bf16_native()) {
         tm_bf16 *a16 = (tm_bf16 *)g->prec_buf;
         tm_bf16 *b16 = a16 + rows_a * lda;
         tm_pack_bf16(a16, A, rows_a * lda);
         tm_pack_bf16(b16, B, rows_b * ldb);
         tm_gemm_bf16(ta, tb, M, N, K, 1.0f, a16, lda, b16, ldb, beta, C, ldc);
+    } else if (g->precision == TM_BF16) {
+        tm_sgemm_batched_prec(TM_BF16, ta, tb, 1, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C,
+                              ldc, 0);
     } else {
         size_t off = 0;
         const float *ra = prec_round(g, &off, A, rows_a * lda);
@@ -119,27 +124,31 @@ static void matmul_forward(tm_graph *g, tm_node *n)
                   n->src[1]->numel / d.ldb, 0.0f, F(n), d.N);
         return;
     }
-    if (g->precision != TM_F32) {
+    tm_dtype p = g->precision;
+    if (p == TM_F16) { /* rounded first (see gemm_prec) */
         size_t off = 0;
         A = prec_round(g, &off, A, n->src[0]->numel);
         B = prec_round(g, &off, B, n->src[1]->numel);
+        p = TM_F32;
     }
-    tm_sgemm_batched(d.ta, d.tb, d.batch, d.M, d.N, d.K, 1.0f, A, d.lda, d.sa, B, d.ldb, d.sb,
-                     0.0f, F(n), d.N, d.sc);
+    tm_sgemm_batched_prec(p, d.ta, d.tb, d.batch, d.M, d.N, d.K, 1.0f, A, d.lda, d.sa, B, d.ldb,
+                          d.sb, 0.0f, F(n), d.N, d.sc);
 }
 
-/* One operand's gradient; a shared (stride 0) operand sums over the batch
- * in batch order. */
-static void mm_grad(int ta, int tb, int64_t batch, int64_t M, int64_t N, int64_t K,
+/* One operand's gradient, operands rounded to precision p as they are
+ * packed; a shared (stride 0) operand sums over the batch in batch order. */
+static void mm_grad(tm_dtype p, int ta, int tb, int64_t batch, int64_t M, int64_t N, int64_t K,
                     const float *X, int64_t ldx, int64_t sx, const float *Y, int64_t ldy,
                     int64_t sy, float *D, int64_t ldd, int64_t sd)
 {
     if (sd != 0) {
-        tm_sgemm_batched(ta, tb, batch, M, N, K, 1.0f, X, ldx, sx, Y, ldy, sy, 1.0f, D, ldd, sd);
+        tm_sgemm_batched_prec(p, ta, tb, batch, M, N, K, 1.0f, X, ldx, sx, Y, ldy, sy, 1.0f, D,
+                              ldd, sd);
         return;
     }
     for (int64_t i = 0; i < batch; i++)
-        tm_sgemm(ta, tb, M, N, K, 1.0f, X + i * sx, ldx, Y + i * sy, ldy, 1.0f, D, ldd);
+        tm_sgemm_batched_prec(p, ta, tb, 1, M, N, K, 1.0f, X + i * sx, ldx, 0, Y + i * sy, ldy, 0,
+                              1.0f, D, ldd, 0);
 }
 
 static void matmul_backward(tm_graph *g, tm_node *n)
@@ -159,23 +168,25 @@ static void matmul_backward(tm_graph *g, tm_node *n)
         }
         return;
     }
-    if (g->precision != TM_F32) {
+    tm_dtype p = g->precision;
+    if (p == TM_F16) { /* rounded first (see gemm_prec) */
         size_t off = 0;
         A = prec_round(g, &off, A, a->numel);
         B = prec_round(g, &off, B, b->numel);
         dC = prec_round(g, &off, dC, n->numel);
+        p = TM_F32;
     }
     if (dA) {
         if (!d.ta) /* dA (M,K) = dC (M,N) op(B)^T */
-            mm_grad(0, !d.tb, d.batch, M, K, N, dC, N, d.sc, B, d.ldb, d.sb, dA, K, d.sa);
+            mm_grad(p, 0, !d.tb, d.batch, M, K, N, dC, N, d.sc, B, d.ldb, d.sb, dA, K, d.sa);
         else /* A is (K,M): dA = op(B) dC^T */
-            mm_grad(d.tb, 1, d.batch, K, M, N, B, d.ldb, d.sb, dC, N, d.sc, dA, M, d.sa);
+            mm_grad(p, d.tb, 1, d.batch, K, M, N, B, d.ldb, d.sb, dC, N, d.sc, dA, M, d.sa);
     }
     if (dB) {
         if (!d.tb) /* dB (K,N) = op(A)^T dC */
-            mm_grad(!d.ta, 0, d.batch, K, N, M, A, d.lda, d.sa, dC, N, d.sc, dB, N, d.sb);
+            mm_grad(p, !d.ta, 0, d.batch, K, N, M, A, d.lda, d.sa, dC, N, d.sc, dB, N, d.sb);
         else /* B is (N,K): dB = dC^T op(A) */
-            mm_grad(1, d.ta, d.batch, N, K, M, dC, N, d.sc, A, d.lda, d.sa, dB, K, d.sb);
+            mm_grad(p, 1, d.ta, d.batch, N, K, M, dC, N, d.sc, A, d.lda, d.sa, dB, K, d.sb);
     }
 }
 

@@ -893,18 +893,32 @@ typedef struct {
     int accumulate;
 } dropout_ctx;
 
+/* Element i keeps x[i] when tm_rng_uniform_at(seed, stream, i) >= p. That
+ * draw is word i & 3 of the Philox block i >> 2, turned into [0, 1) as
+ * below (the same arithmetic as src/core/rng.c), so each block is drawn
+ * once for its four elements: the very mask, a quarter of the Philox work. */
 static void dropout_task(void *q, int64_t t, int64_t nt)
 {
     (void)nt;
     dropout_ctx *c = q;
     int64_t lo = t * CHUNK, hi = lo + CHUNK < c->n ? lo + CHUNK : c->n;
     float keep = 1.0f / (1.0f - c->p);
-    for (int64_t i = lo; i < hi; i++) {
-        float v = tm_rng_uniform_at(c->seed, c->stream, (uint64_t)i) >= c->p ? c->x[i] * keep : 0.0f;
-        if (c->accumulate)
-            c->y[i] += v;
-        else
-            c->y[i] = v;
+    _Static_assert(CHUNK % 4 == 0, "a task starts on a Philox block");
+    if (tm_cpu_isa() >= TM_ISA_AVX2)
+        lo = tm_dropout_range_avx2(c->y, c->x, lo, hi, c->p, keep, c->seed, c->stream,
+                                   c->accumulate);
+    for (int64_t i0 = lo; i0 < hi; i0 += 4) {
+        uint32_t r[4];
+        tm_philox(c->seed, c->stream, (uint64_t)i0 >> 2, r);
+        int64_t e = i0 + 4 < hi ? i0 + 4 : hi;
+        for (int64_t i = i0; i < e; i++) {
+            float u = (float)(r[i - i0] >> 8) * (1.0f / 16777216.0f);
+            float v = u >= c->p ? c->x[i] * keep : 0.0f;
+            if (c->accumulate)
+                c->y[i] += v;
+            else
+                c->y[i] = v;
+        }
     }
 }
 

@@ -180,6 +180,13 @@ static const float TM_ERFC_G[11] = {-0.116086416f,   -0.152314425f,   -0.0198095
 #define TM_ERFC_GS 2.22222222f   /* v = u * GS + GO maps [UMIN, 1/T0] to [-1, 1] */
 #define TM_ERFC_GO (-1.22222222f)
 
+/* Dropout over elements [lo, hi) (lo a multiple of 4) in whole groups of
+ * 32, as tm_dropout_forward (accumulate 0) or _backward (1) does them;
+ * returns where it stopped (the caller does the rest). AVX2 (dropout_avx2.c):
+ * call only when tm_cpu_isa() >= TM_ISA_AVX2. */
+int64_t tm_dropout_range_avx2(float *y, const float *x, int64_t lo, int64_t hi, float p,
+                              float keep, uint64_t seed, uint64_t stream, int accumulate);
+
 /* NULL when the CPU (or a forced ISA) does not allow the set. */
 const tm_basic_simd *tm_basic_simd_for(int isa);
 extern const tm_basic_simd tm_basic_simd_avx2;   /* basic_avx2.c */

@@ -31,6 +31,12 @@
  * kernel; elsewhere the packing converts to f32 and the f32 kernel runs,
  * which gives exactly tm_sgemm's result on the inputs widened to f32.
  *
+ * Rounded operands (tm_sgemm_batched_prec, ops/precision.h): the f32
+ * driver with every packed panel rounded to bf16 (or f16) in place right
+ * after it is packed, while it is in L1/L2: bitwise tm_sgemm of operands
+ * rounded beforehand, without that pass or its buffer. The graph's bf16
+ * matmuls use it where the CPU has no AVX-512-BF16.
+ *
  * Edge rows: a tile with fewer than mr rows left runs the kernel's rows
  * variant when it has one (only the rows that exist; the same bits), so a
  * small M (a few tokens at inference) does not pay for mr rows.
@@ -46,6 +52,7 @@
 #include <string.h>
 
 #include "ops/gemm_internal.h"
+#include "ops/precision.h"
 #include "trimodal/ops.h"
 
 /* ------------------------------------------------------------ reference */
@@ -395,7 +402,20 @@ typedef struct {
      * K block pc starts at bpacked + pc * n_pad, its panels side by side */
     float *bpacked;
     int64_t n_pad; /* N rounded up to nr */
+    /* TM_BF16 or TM_F16: packed panels are rounded to that precision
+     * (tm_sgemm_batched_prec); anything else: not */
+    tm_dtype round;
 } gemm_job;
+
+/* Rounds n packed floats in place when the job asks for it: the panel
+ * was just written, so this pass runs in L1/L2. Zero padding stays zero. */
+static void round_packed(const gemm_job *job, float *buf, int64_t n)
+{
+    if (job->round == TM_BF16 && tm_cpu_isa() >= TM_ISA_AVX2)
+        tm_round_bf16_avx2(buf, buf, n);
+    else if (job->round == TM_BF16 || job->round == TM_F16)
+        tm_round_precision(buf, buf, n, job->round);
+}
 
 static int64_t min64(int64_t a, int64_t b)
 {
@@ -457,11 +477,14 @@ static void gemm_block(const gemm_job *job, const gemm_mats *m, int64_t i0, int6
             const float *bp = bbuf;
             if (job->bpacked)
                 bp = job->bpacked + pc * job->n_pad + jc * kc; /* jc is a multiple of nr */
-            else
+            else {
                 pack_b(bbuf, m, pc, kc, jc, ncur, k);
+                if (job->round) round_packed(job, bbuf, (ncur + k->nr - 1) / k->nr * k->nr * kc);
+            }
             for (int64_t ic = i0; ic < i1; ic += mc) {
                 int64_t mcur = i1 - ic < mc ? i1 - ic : mc;
                 pack_a(abuf, m, ic, mcur, pc, kc, k);
+                if (job->round) round_packed(job, abuf, (mcur + k->mr - 1) / k->mr * k->mr * kc);
                 macro_kernel(k, mcur, ncur, kc, abuf, bp, m->c + ic * m->ldc + jc, m->ldc,
                              job->alpha, beta, load_c);
             }
@@ -552,7 +575,9 @@ static void pack_b_task(void *ctx, int64_t t, int64_t n)
     if (j0 >= j1) return;
     for (int64_t pc = 0; pc < job->K; pc += job->kb) {
         int64_t kc = min64(job->kb, job->K - pc);
-        pack_b(job->bpacked + pc * job->n_pad + j0 * kc, &m, pc, kc, j0, j1 - j0, k);
+        float *dst = job->bpacked + pc * job->n_pad + j0 * kc;
+        pack_b(dst, &m, pc, kc, j0, j1 - j0, k);
+        if (job->round) round_packed(job, dst, (j1 - j0 + k->nr - 1) / k->nr * k->nr * kc);
     }
 }
 
@@ -669,6 +694,15 @@ void tm_sgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t M, int64_
                       int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
                       int64_t stride_c)
 {
+    tm_sgemm_batched_prec(TM_F32, trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B,
+                          ldb, stride_b, beta, C, ldc, stride_c);
+}
+
+void tm_sgemm_batched_prec(tm_dtype p, int trans_a, int trans_b, int64_t batch, int64_t M,
+                           int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                           int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
+                           float beta, float *C, int64_t ldc, int64_t stride_c)
+{
     if (batch <= 0 || M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(batch, M, N, beta, C, ldc, stride_c);
@@ -692,6 +726,7 @@ void tm_sgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t M, int64_
         .stride_a = stride_a,
         .stride_b = stride_b,
         .stride_c = stride_c,
+        .round = p == TM_BF16 || p == TM_F16 ? p : TM_F32,
     };
     run_job(&job, batch);
 }
@@ -834,6 +869,8 @@ void tm_gemm_bf16_with(const tm_gemm_kernel *k, int trans_a, int trans_b, int64_
     };
     run_job(&job, 1);
 }
+
+int tm_gemm_bf16_native(void) { return tm_gemm_kernel_bf16()->bf16_pairs; }
 
 void tm_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float beta,
