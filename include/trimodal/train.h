@@ -21,10 +21,12 @@
  * A step: fill a batch from the data source at the run's data position;
  * apply the stage's modality mask and modality dropout to the present
  * mask; set the loss weights of the step; forward; check the loss;
- * backward; average the gradients over the processes of a data-parallel
- * run (tm_dist_*, below; each process holds batch_size / world rows of
- * the global batch); zero the frozen tensors' gradients; clip; check the
- * gradient norm; optimizer step with the stage's learning rate schedule.
+ * backward (f16 stages: with the loss scale); average the gradients over
+ * the processes of a data-parallel run (tm_dist_*, below; each process
+ * holds batch_size / world rows of the global batch); zero the frozen
+ * tensors' gradients; f16: unscale them, and on overflow skip the rest of
+ * the step and lower the scale; clip; check the gradient norm; optimizer
+ * step with the stage's learning rate schedule.
  *
  * Everything random is a pure function of the run seed and a position
  * (step, epoch, example), never of process history: the batch order is a
@@ -146,6 +148,11 @@ typedef struct {
     float clip_grad_norm;  /* 0 = no clipping */
     int n_no_decay;
     char *no_decay[TM_TRAIN_MAX_NAMES]; /* substrings of names exempt from weight decay */
+    /* The stage's "dtype" (the run's when the stage names none): the
+     * precision of its GEMMs (tm_model_graph_opts.precision) in training
+     * and validation: TM_F32, TM_BF16 or TM_F16 (f16 with dynamic loss
+     * scaling, see tm_run_config.loss_scale). */
+    tm_dtype precision;
 } tm_train_stage;
 
 typedef struct {
@@ -157,7 +164,8 @@ typedef struct {
     uint64_t seed;
     int64_t batch_size;
     int threads;           /* 0 = the library's default */
-    char *dtype;           /* "f32" (the only one so far) */
+    char *dtype;           /* "f32" (default), "bf16" or "f16": every stage's
+                              precision unless the stage gives its own */
     int64_t log_every;     /* a metrics line every N steps (1) */
     int64_t ckpt_every;    /* steps between checkpoints; 0 = only at stage ends */
     int64_t ckpt_keep;     /* step checkpoints kept (the best is kept as well) */
@@ -178,6 +186,11 @@ typedef struct {
     /* "allreduce_bucket_mb": the size of the gradient all-reduce buckets
      * of a data-parallel run (4 MiB). */
     double allreduce_bucket_mb;
+    /* "loss_scale": the dynamic loss scaler of f16 stages ({"init",
+     * "growth_factor", "backoff_factor", "growth_interval", "min", "max"};
+     * tm_loss_scaler_default_params() for what is not given). One scaler
+     * lives through the whole run (its state is in every checkpoint). */
+    tm_loss_scaler_params loss_scale;
 } tm_run_config;
 
 /* Parses a run config. Strict: unknown keys, wrong types and bad values
@@ -255,6 +268,14 @@ typedef struct {
     float grad_norm;                 /* before clipping */
     double samples_per_s;            /* over the steps of this process */
     double elapsed_s, eta_s;
+    /* f16 stages (dynamic loss scaling): the scale this step's backward
+     * used, whether its gradients overflowed so that the optimizer step was
+     * skipped (and the scale lowered), and the steps skipped so far in the
+     * run. 1, 0, 0 in f32 and bf16 stages. */
+    float loss_scale;
+    int skipped;
+    int64_t skipped_steps;
+    tm_dtype precision;              /* the stage's "dtype" */
 } tm_train_progress;
 
 /* A validation pass. Metrics are NaN when they do not apply. */
@@ -332,6 +353,8 @@ typedef struct {
     double elapsed_s;      /* this process's training time */
     double samples_per_s;
     int64_t checkpoints;   /* written by this process */
+    int64_t skipped_steps; /* f16: optimizer steps skipped on gradient overflow */
+    float loss_scale;      /* f16: the loss scale at the end (1 without f16) */
 } tm_train_result;
 
 /* Prepares a run: checks the config against the model (objectives the
@@ -349,8 +372,11 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
  * result.interrupted), or until a NaN or infinite loss or gradient norm:
  * then the last good state (the weights before the bad step) is written
  * as a checkpoint and the call fails with TM_ERR_INVALID naming the step,
- * the stage and the loss part. Other failures (I/O, data) return their
- * status; the last checkpoint written stays valid. */
+ * the stage and the loss part. In an f16 stage, gradients that overflow
+ * under the loss scale are not a divergence (the step is skipped, the
+ * scale lowered) unless the scale is already at its minimum. Other
+ * failures (I/O, data) return their status; the last checkpoint written
+ * stays valid. */
 tm_status tm_trainer_run(tm_trainer *t);
 
 tm_train_result tm_trainer_result(const tm_trainer *t);

@@ -374,7 +374,15 @@ static tm_status parse_data(const pctx *p, const cJSON *obj, const char *prefix,
 /* ----------------------------------------------------------- a stage */
 
 static const char *const STAGE_KEYS[] = {"name", "description", "data", "steps", "epochs",
-                                         "objectives", "freeze", "optimizer", NULL};
+                                         "objectives", "freeze", "optimizer", "dtype", NULL};
+/* "dtype" values, in the order of PRECISIONS */
+static const char *const DTYPE_NAMES[] = {"f32", "bf16", "f16", NULL};
+static const tm_dtype PRECISIONS[] = {TM_F32, TM_BF16, TM_F16};
+
+static const char *dtype_name(tm_dtype d)
+{
+    return d == TM_BF16 ? "bf16" : d == TM_F16 ? "f16" : "f32";
+}
 static const char *const OBJ_KEYS[] = {"weight", "schedule", "from", "to", "steps",
                                        "label_smoothing", NULL};
 static const char *const OPT_KEYS[] = {"type", "lr", "betas", "eps", "weight_decay", "momentum",
@@ -530,6 +538,9 @@ static tm_status parse_stage(const pctx *p, const cJSON *v, int i, const tm_trai
         if (o) TRY(parse_objective(p, o, okp, k, &st->objectives[k]));
     }
     TRY(get_names(p, v, kp, "freeze", TM_TRAIN_MAX_NAMES, st->freeze, &st->n_freeze));
+    int dk = st->precision == TM_BF16 ? 1 : st->precision == TM_F16 ? 2 : 0;
+    TRY(get_enum(p, v, kp, "dtype", DTYPE_NAMES, 3, &dk));
+    st->precision = PRECISIONS[dk];
     const cJSON *opt;
     TRY(get_object(p, v, kp, "optimizer", &opt));
     TRY(parse_optimizer(p, opt, key_path(sub, sizeof sub, kp, "optimizer"), st));
@@ -544,7 +555,10 @@ static tm_status parse_stage(const pctx *p, const cJSON *v, int i, const tm_trai
 static const char *const TOP_KEYS[] = {"model", "init_seed", "data", "out", "seed", "batch_size",
                                        "threads", "dtype", "log_every", "checkpoint",
                                        "validation", "stages", "description",
-                                       "checkpoint_blocks", "allreduce_bucket_mb", NULL};
+                                       "checkpoint_blocks", "allreduce_bucket_mb", "loss_scale",
+                                       NULL};
+static const char *const SCALE_KEYS[] = {"init", "growth_factor", "backoff_factor",
+                                         "growth_interval", "min", "max", NULL};
 static const char *const CKPT_KEYS[] = {"every", "keep", NULL};
 static const char *const VAL_KEYS[] = {"every", "batch_size", "max_batches", "metric", "mode",
                                        "patience", "min_delta", NULL};
@@ -605,12 +619,37 @@ static tm_status parse_root(const pctx *p, const cJSON *root, tm_run_config *c)
     if (!c->batch_size) return bad(p, "\"batch_size\" is required (examples per step)");
     TRY(get_int(p, root, "", "threads", 0, 256, &threads));
     c->threads = (int)threads;
-    TRY(get_string(p, root, "", "dtype", 0, &c->dtype));
-    if (!c->dtype && !(c->dtype = dup_str("f32")))
+    int dk = 0;
+    TRY(get_enum(p, root, "", "dtype", DTYPE_NAMES, 3, &dk));
+    if (!(c->dtype = dup_str(DTYPE_NAMES[dk])))
         return tm_fail(TM_ERR_NOMEM, "run config: out of memory");
-    if (strcmp(c->dtype, "f32"))
-        return bad(p, "\"dtype\" \"%s\" is not supported yet; use \"f32\" (mixed precision "
-                      "comes later)", c->dtype);
+    /* the dynamic loss scaler of f16 stages */
+    c->loss_scale = tm_loss_scaler_default_params();
+    const cJSON *ls;
+    TRY(get_object(p, root, "", "loss_scale", &ls));
+    if (ls) {
+        tm_loss_scaler_params *q = &c->loss_scale;
+        TRY(check_keys(p, ls, "loss_scale", SCALE_KEYS));
+        TRY(get_float(p, ls, "loss_scale", "init", 0, 3e38, 1, &q->init_scale));
+        TRY(get_float(p, ls, "loss_scale", "growth_factor", 1, 1e6, 1, &q->growth_factor));
+        TRY(get_float(p, ls, "loss_scale", "backoff_factor", 0, 1, 1, &q->backoff_factor));
+        if (!(q->backoff_factor < 1))
+            return bad(p, "\"loss_scale.backoff_factor\" must be below 1 (0.5 halves the scale "
+                          "on overflow)");
+        TRY(get_int(p, ls, "loss_scale", "growth_interval", 1, (int64_t)1 << 40,
+                    &q->growth_interval));
+        TRY(get_float(p, ls, "loss_scale", "min", 0, 3e38, 1, &q->min_scale));
+        TRY(get_float(p, ls, "loss_scale", "max", 0, 3e38, 1, &q->max_scale));
+        /* an "init" beyond the default bounds widens them, rather than
+         * failing: {"init": 1e12} means what it says */
+        if (!cJSON_GetObjectItemCaseSensitive(ls, "max") && q->init_scale > q->max_scale)
+            q->max_scale = q->init_scale;
+        if (!cJSON_GetObjectItemCaseSensitive(ls, "min") && q->init_scale < q->min_scale)
+            q->min_scale = q->init_scale;
+        tm_loss_scaler probe;
+        if (tm_loss_scaler_init(&probe, *q))
+            return bad(p, "\"loss_scale\": %s", tm_last_error());
+    }
     TRY(get_int(p, root, "", "log_every", 1, (int64_t)1 << 40, &c->log_every));
     TRY(get_bool(p, root, "", "checkpoint_blocks", &c->checkpoint_blocks));
     c->allreduce_bucket_mb = 4;
@@ -662,6 +701,7 @@ static tm_status parse_root(const pctx *p, const cJSON *root, tm_run_config *c)
                    TM_TRAIN_MAX_STAGES);
     int i = 0;
     for (const cJSON *it = stages->child; it; it = it->next, i++) {
+        c->stages[i].precision = PRECISIONS[dk]; /* the run's unless the stage says */
         TRY(parse_stage(p, it, i, &c->data, &c->stages[i]));
         c->n_stages = i + 1;
         for (int k = 0; k < i; k++)
@@ -827,7 +867,9 @@ static cJSON *data_json(const tm_train_data *d)
     return o;
 }
 
-static cJSON *stage_json(const tm_train_stage *st)
+/* for_hash: an f32 stage leaves its dtype out, so the hashes of configs
+ * from before mixed precision stay the same. */
+static cJSON *stage_json(const tm_train_stage *st, int for_hash)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -851,6 +893,8 @@ static cJSON *stage_json(const tm_train_stage *st)
         if (k == TM_LOSS_CLASSIFICATION)
             cJSON_AddNumberToObject(e, "label_smoothing", x->label_smoothing);
     }
+    if (!for_hash || st->precision != TM_F32)
+        cJSON_AddStringToObject(o, "dtype", dtype_name(st->precision));
     cJSON *fr = cJSON_AddArrayToObject(o, "freeze");
     for (int i = 0; fr && i < st->n_freeze; i++)
         cJSON_AddItemToArray(fr, cJSON_CreateString(st->freeze[i]));
@@ -927,9 +971,23 @@ static cJSON *config_json(const tm_run_config *c, int for_hash)
         cJSON_AddNumberToObject(va, "patience", (double)c->patience);
         cJSON_AddNumberToObject(va, "min_delta", c->min_delta);
     }
+    int f16 = 0;
+    for (int i = 0; i < c->n_stages; i++) f16 |= c->stages[i].precision == TM_F16;
+    if (f16 || !for_hash) {
+        const tm_loss_scaler_params *q = &c->loss_scale;
+        cJSON *ls = cJSON_AddObjectToObject(o, "loss_scale");
+        if (ls) {
+            cJSON_AddNumberToObject(ls, "init", q->init_scale);
+            cJSON_AddNumberToObject(ls, "growth_factor", q->growth_factor);
+            cJSON_AddNumberToObject(ls, "backoff_factor", q->backoff_factor);
+            cJSON_AddNumberToObject(ls, "growth_interval", (double)q->growth_interval);
+            cJSON_AddNumberToObject(ls, "min", q->min_scale);
+            cJSON_AddNumberToObject(ls, "max", q->max_scale);
+        }
+    }
     cJSON_AddItemToObject(o, "data", data_json(&c->data));
     cJSON *st = cJSON_AddArrayToObject(o, "stages");
-    for (int i = 0; st && i < c->n_stages; i++) cJSON_AddItemToArray(st, stage_json(&c->stages[i]));
+    for (int i = 0; st && i < c->n_stages; i++) cJSON_AddItemToArray(st, stage_json(&c->stages[i], for_hash));
     return o;
 }
 

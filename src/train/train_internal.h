@@ -16,6 +16,12 @@
 typedef struct {
     tm_train_checkpoint pub;
     char stage_name[72];
+    /* f16 dynamic loss scaling (trainer.json's "loss_scaler", written when
+     * has_scaler): the scaler's state, and the optimizer steps skipped in
+     * the current stage (its optimizer took stage_step - stage_skipped). */
+    int has_scaler;
+    float scale;
+    int64_t good_steps, skipped, scaler_steps, stage_skipped;
 } ckpt_state;
 
 /* "dir/name" into a new buffer (tm_free it); NULL on allocation failure. */

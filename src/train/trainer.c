@@ -42,6 +42,11 @@ struct tm_trainer {
     int has_loss[TM_LOSS_COUNT];
     tm_model_graph *g, *vg;
     float g_smoothing, vg_smoothing; /* the label smoothing each graph was built with */
+    tm_dtype g_prec, vg_prec;        /* and its GEMM precision */
+    /* f16 stages: the dynamic loss scaler, one for the whole run (its state
+     * travels in the checkpoints); has_f16: some stage is f16 */
+    tm_loss_scaler scaler;
+    int has_f16;
     size_t arena_bytes, arena_plain; /* the training graph's arena; without checkpointing */
     int rank, world;                 /* data parallelism (tm_dist_*) */
     int64_t local_batch;             /* batch_size / world: this rank's rows of a step */
@@ -234,11 +239,13 @@ static tm_status load_initial_model(tm_trainer *t)
 static tm_status ensure_train_graph(tm_trainer *t, int si)
 {
     float ls = t->cfg->stages[si].objectives[TM_LOSS_CLASSIFICATION].label_smoothing;
-    if (t->g && t->g_smoothing == ls) return TM_OK;
+    tm_dtype prec = t->cfg->stages[si].precision;
+    if (t->g && t->g_smoothing == ls && t->g_prec == prec) return TM_OK;
     tm_model_graph_free(t->g);
     t->g = NULL;
     tm_model_graph_opts o = tm_model_graph_default_opts();
     o.label_smoothing = ls;
+    o.precision = (int)prec;
     if (t->cfg->checkpoint_blocks && !t->arena_plain) {
         /* measured first and freed, so that the two never coexist */
         tm_model_graph *plain = NULL;
@@ -250,6 +257,7 @@ static tm_status ensure_train_graph(tm_trainer *t, int si)
     tm_status s = tm_model_graph_new_opts(&t->g, t->m, t->local_batch, TM_MODEL_TRAIN, &o);
     if (s) return s;
     t->g_smoothing = ls;
+    t->g_prec = prec;
     t->arena_bytes = tm_graph_arena_bytes(tm_model_graph_graph(t->g));
     if (!t->cfg->checkpoint_blocks) t->arena_plain = t->arena_bytes;
     return TM_OK;
@@ -259,14 +267,19 @@ static tm_status ensure_train_graph(tm_trainer *t, int si)
 static tm_status ensure_val_graph(tm_trainer *t, int si)
 {
     float ls = t->cfg->stages[si].objectives[TM_LOSS_CLASSIFICATION].label_smoothing;
-    if (t->vg && t->vg_smoothing == ls) return TM_OK;
+    tm_dtype prec = t->cfg->stages[si].precision;
+    if (t->vg && t->vg_smoothing == ls && t->vg_prec == prec) return TM_OK;
     tm_model_graph_free(t->vg);
     t->vg = NULL;
     tm_model_graph_opts o = tm_model_graph_default_opts();
     o.label_smoothing = ls;
     o.deterministic = 1;
+    o.precision = (int)prec;
     tm_status s = tm_model_graph_new_opts(&t->vg, t->m, t->cfg->val_batch_size, TM_MODEL_TRAIN, &o);
-    if (!s) t->vg_smoothing = ls;
+    if (!s) {
+        t->vg_smoothing = ls;
+        t->vg_prec = prec;
+    }
     return s;
 }
 
@@ -417,6 +430,16 @@ tm_status tm_trainer_new(tm_trainer **out, const tm_run_config *cfg, const tm_tr
     t->has_loss[TM_LOSS_CAPTION] = t->info.caption_tokens > 0;
     t->has_loss[TM_LOSS_MASKED] = t->info.mask_id >= 0;
     if ((s = check_against_model(t))) goto fail;
+    for (int i = 0; i < cfg->n_stages; i++) t->has_f16 |= cfg->stages[i].precision == TM_F16;
+    if (t->has_f16 && (s = tm_loss_scaler_init(&t->scaler, cfg->loss_scale))) goto fail;
+    if (ckpt && t->st.has_scaler) { /* continue the scaler exactly where it was */
+        t->scaler.scale = t->st.scale;
+        t->scaler.good_steps = t->st.good_steps;
+        t->scaler.skipped = t->st.skipped;
+        t->scaler.steps = t->st.scaler_steps;
+    }
+    t->res.loss_scale = t->has_f16 ? t->scaler.scale : 1.0f;
+    t->res.skipped_steps = t->has_f16 ? t->scaler.skipped : 0;
     if ((s = ensure_train_graph(t, t->st.pub.stage < cfg->n_stages ? t->st.pub.stage : 0)))
         goto fail;
 
@@ -621,10 +644,12 @@ static tm_status begin_stage(tm_trainer *t, int si)
         if (!p) return tm_fail(TM_ERR_NOMEM, "out of memory");
         s = tm_optim_load(t->optim, p);
         tm_free(p);
-        if (!s && tm_optim_step_count(t->optim) != t->st.pub.stage_step)
+        /* (f16: the steps skipped on overflow took no optimizer step) */
+        int64_t taken = t->st.pub.stage_step - t->st.stage_skipped;
+        if (!s && tm_optim_step_count(t->optim) != taken)
             s = tm_fail(TM_ERR_FORMAT, "%s: the optimizer took %" PRId64 " steps, the trainer "
                         "state says %" PRId64, t->resume_dir, tm_optim_step_count(t->optim),
-                        t->st.pub.stage_step);
+                        taken);
         if (s && !t->opt.force) return s;
         if (s) { /* --force with changed optimizer settings: start them afresh */
             event(t, TM_TRAIN_EVENT_WARNING, "%s; continuing with a fresh optimizer (--force)",
@@ -757,6 +782,13 @@ static tm_status log_step(tm_trainer *t, const tm_train_progress *p)
             json_num(t->metrics, key, p->weight[k]);
         }
     json_num(t->metrics, "grad_norm", p->grad_norm);
+    if (t->cfg->stages[p->stage].precision == TM_F16) {
+        /* the scale this step's backward used; skipped: its gradients
+         * overflowed, no optimizer step (the next step's scale is lower) */
+        fprintf(t->metrics, ",\"loss_scale\":%.17g", (double)p->loss_scale); /* exact */
+        fprintf(t->metrics, ",\"skipped\":%s,\"skipped_steps\":%" PRId64,
+                p->skipped ? "true" : "false", p->skipped_steps);
+    }
     /* time-dependent fields last (tests compare the rest of the line) */
     json_num(t->metrics, "samples_per_s", p->samples_per_s);
     json_num(t->metrics, "time_s", p->elapsed_s);
@@ -981,6 +1013,11 @@ static tm_status checkpoint(tm_trainer *t, int si)
     t->st.pub.metrics_bytes = pos;
     snprintf(t->st.stage_name, sizeof t->st.stage_name, "%s",
              si < t->cfg->n_stages ? t->cfg->stages[si].name : "");
+    t->st.has_scaler = t->has_f16;
+    t->st.scale = t->scaler.scale;
+    t->st.good_steps = t->scaler.good_steps;
+    t->st.skipped = t->scaler.skipped;
+    t->st.scaler_steps = t->scaler.steps;
     char name[32];
     tm_status s = tm_train_ckpt_write(t->out, t->m, t->optim, &t->st, t->cfg->ckpt_keep,
                                       &t->extras, &t->opt.hooks, name);
@@ -1146,6 +1183,11 @@ static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
     }
     if (what[0]) return diverged(t, si, what);
 
+    /* f16: backward seeds d loss = scale, so that small gradients survive
+     * the f16 rounding of the GEMM operands; divided out below */
+    int f16 = st->precision == TM_F16;
+    float scale = f16 ? tm_loss_scaler_scale(&t->scaler) : 1.0f;
+    if ((s = tm_graph_set_loss_scale(tm_model_graph_graph(t->g), scale))) return s;
     if ((s = tm_model_graph_backward(t->g))) return s;
     float *params = tm_model_params(t->m, NULL), *grads = tm_model_grads(t->m, NULL);
     /* Data parallelism: the gradients of every rank are averaged here,
@@ -1158,8 +1200,30 @@ static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
     }
     for (int i = 0; i < t->n_frozen; i++)
         memset(grads + t->frozen[i][0], 0, (t->frozen[i][1] - t->frozen[i][0]) * sizeof(float));
+    pr->loss_scale = scale;
+    pr->precision = st->precision;
+    int skip = 0;
+    if (f16) {
+        /* The loss was finite, so gradients that are not finite after
+         * unscaling overflowed f16 under this scale: skip the step and back
+         * the scale off (a real NaN shows in the loss, checked above). At
+         * the scaler's minimum there is nothing left to lower: that is a
+         * divergence. Every rank holds the same averaged gradients, so all
+         * take the same decision. */
+        int finite = 0;
+        if ((s = tm_loss_scaler_unscale(&t->scaler, grads, t->n_train, &finite))) return s;
+        if (!finite && scale <= t->scaler.p.min_scale) {
+            snprintf(what, sizeof what, "the gradients are not finite even at the smallest loss "
+                     "scale %g (loss %g); f16 cannot represent this model's activations: use "
+                     "\"dtype\": \"bf16\"", (double)scale, (double)l.total);
+            return diverged(t, si, what);
+        }
+        skip = !tm_loss_scaler_update(&t->scaler, finite);
+    }
     float norm = 0;
-    if (st->clip_grad_norm > 0) {
+    if (skip) {
+        norm = NAN; /* logged as null: there is no update to measure */
+    } else if (st->clip_grad_norm > 0) {
         if ((s = tm_clip_grad_norm(grads, t->n_train, st->clip_grad_norm, &norm))) return s;
     } else {
         double dn;
@@ -1167,14 +1231,21 @@ static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
         norm = (float)dn;
     }
     pr->grad_norm = norm;
-    if (!isfinite(norm)) {
+    if (!skip && !isfinite(norm)) {
         snprintf(what, sizeof what, "the gradient norm is %s (loss %g)",
                  isnan(norm) ? "NaN" : "infinite", (double)l.total);
         return diverged(t, si, what);
     }
     float lr = tm_lr_at(&t->lr, p->stage_step);
     pr->lr = lr;
-    if ((s = tm_optim_step(t->optim, params, grads, lr))) return s;
+    if (!skip && (s = tm_optim_step(t->optim, params, grads, lr))) return s;
+    /* a skipped step still consumes its batch and its place in the
+     * schedules, as PyTorch's GradScaler does */
+    pr->skipped = skip;
+    t->st.stage_skipped += skip;
+    pr->skipped_steps = t->has_f16 ? t->scaler.skipped : 0;
+    t->res.skipped_steps = pr->skipped_steps;
+    t->res.loss_scale = t->has_f16 ? t->scaler.scale : 1.0f;
 
     pr->epoch = p->epoch; /* the epoch of this step's batch */
     p->index += B;
@@ -1230,6 +1301,9 @@ tm_status tm_trainer_run(tm_trainer *t)
             fprintf(t->metrics, ",\"steps\":%" PRId64, t->stage_steps[si]);
             fprintf(t->metrics, ",\"world\":%d,\"local_batch\":%" PRId64, t->world,
                     t->local_batch);
+            fprintf(t->metrics, ",\"dtype\":\"%s\"", tm_dtype_name(st->precision));
+            if (st->precision == TM_F16)
+                fprintf(t->metrics, ",\"loss_scale\":%.17g", (double)t->scaler.scale);
             fprintf(t->metrics, ",\"checkpoint_blocks\":%s,\"arena_bytes\":%zu",
                     c->checkpoint_blocks ? "true" : "false", t->arena_bytes);
             if (c->checkpoint_blocks)
@@ -1266,6 +1340,7 @@ tm_status tm_trainer_run(tm_trainer *t)
         if (t->last_eval_step != p->step && (s = run_validation(t, si, &stop))) return s;
         p->stage++;
         p->stage_step = 0;
+        t->st.stage_skipped = 0;
         p->epoch = 0;
         p->index = 0;
         p->stage_best = NAN;

@@ -53,7 +53,8 @@ static void test_errors(void)
         "\"batch_size\" is 0");
     bad("{" MODEL ", \"batch_size\": 0, " DATA ", \"stages\": [" STAGE "]}",
         "\"batch_size\" appears twice");
-    bad("{" MODEL ", \"dtype\": \"bf16\", " DATA ", \"stages\": [" STAGE "]}", "not supported yet");
+    bad("{" MODEL ", \"dtype\": \"f8\", " DATA ", \"stages\": [" STAGE "]}",
+        "must be one of f32, bf16, f16");
     bad("{" MODEL ", \"stages\": [" STAGE "]}", "\"data\" is required");
     bad("{" MODEL ", \"data\": {\"manifst\": \"x\"}, \"stages\": [" STAGE "]}",
         "unknown key \"data.manifst\"");

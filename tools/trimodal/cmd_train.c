@@ -61,6 +61,14 @@ static const char *train_help =
     "with exit status 1, naming the step and the loss, after saving the weights from\n"
     "before that step as a checkpoint.\n"
     "\n"
+    "Precision: \"dtype\": \"f32\" (default), \"bf16\" or \"f16\" in RUN.json (for the run, or\n"
+    "per stage) multiplies the matmuls, linears and convs in that type with f32\n"
+    "master weights; f16 uses dynamic loss scaling (\"loss_scale\": {\"init\",\n"
+    "\"growth_factor\", \"backoff_factor\", \"growth_interval\", \"min\", \"max\"}): a step\n"
+    "whose gradients overflow is skipped and the scale lowered (the progress line\n"
+    "shows the scale and the skipped steps; metrics.jsonl has \"loss_scale\",\n"
+    "\"skipped\"). A NaN loss still stops the run.\n"
+    "\n"
     "Data parallelism: `mpirun -np N trimodal train --config RUN.json` (a build with\n"
     "MPI) splits each global batch (\"batch_size\", a multiple of N) over N processes,\n"
     "averages the gradients (\"allreduce_bucket_mb\" per bucket) and gives the losses\n"
@@ -147,6 +155,10 @@ static void on_step(void *user, const tm_train_progress *p)
             k += (size_t)snprintf(losses + k, sizeof losses - k, " %s %.4f", SHORT[i],
                                   (double)p->loss[i]);
     fmt_time(p->eta_s, eta, sizeof eta);
+    if (p->precision == TM_F16) /* the loss scale and the steps skipped on overflow */
+        k += (size_t)snprintf(losses + k, k < sizeof losses ? sizeof losses - k : 0,
+                              " | scale %g, %" PRId64 " skipped", (double)p->loss_scale,
+                              p->skipped_steps);
     if (u->mode == PROGRESS_BAR) {
         if (!last && now - u->last_print < 0.1) return;
         u->last_print = now;
@@ -695,7 +707,11 @@ static void summary(const char *out, const tm_run_config *cfg, const tm_train_re
         printf("},\"best\":{\"metric\":\"%s\"", cfg->val_metric);
         first = 0;
         json_num("value", r->best_metric, &first);
-        printf(",\"step\":%" PRId64 "},\"plots\":%d}\n", r->best_step, plots);
+        printf(",\"step\":%" PRId64 "},\"plots\":%d", r->best_step, plots);
+        if (r->skipped_steps || r->loss_scale != 1.0f)
+            printf(",\"loss_scale\":%.9g,\"skipped_steps\":%" PRId64, (double)r->loss_scale,
+                   r->skipped_steps);
+        printf("}\n");
         return;
     }
     if (!strcmp(status, "early_stop")) status = "finished (early stop)";
@@ -710,6 +726,9 @@ static void summary(const char *out, const tm_run_config *cfg, const tm_train_re
         print_row("recall@1", NAN, L->last_r1);
         printf("\n");
     }
+    if (r->skipped_steps || r->loss_scale != 1.0f)
+        printf("f16 loss scaling: final scale %g, %" PRId64 " steps skipped on overflow\n",
+               (double)r->loss_scale, r->skipped_steps);
     if (r->best_step >= 0)
         printf("best %s: %.4f at step %" PRId64 " (model in %s/best)\n", cfg->val_metric,
                r->best_metric, r->best_step, out);
