@@ -222,6 +222,141 @@ void tm_atomic_file_abort(tm_atomic_file *f);
 /* The temporary file's path (for messages and tests). */
 const char *tm_atomic_file_temp_path(const tm_atomic_file *f);
 
+/* ------------------------------------------------------- checksums
+ *
+ * Files trimodal writes can be checked for silent damage (a flipped bit on
+ * disk, a torn copy) with BLAKE2b-256 (libsodium's crypto_generichash,
+ * 32-byte digests, written as 64 lowercase hex digits).
+ *
+ * safetensors files written by tm_safetensors_write() carry their own
+ * checksum in the header's __metadata__: "__checksum__":
+ * "blake2b-256:<64 hex>", the digest of the whole file (length prefix,
+ * header and data) as it is with those 64 hex digits replaced by '0'. The
+ * file stays a plain safetensors file for other readers. tm_safetensors_open()
+ * verifies the checksum when there is one (TM_ERR_FORMAT "... is corrupt"
+ * naming the file otherwise) and skips the check for files without one
+ * (written by other tools). The key is hidden from the metadata listing;
+ * tm_safetensors_checksum() returns it.
+ *
+ * Folders (checkpoints, best models) hold TM_CHECKSUMS_FILE, a small JSON
+ * manifest written last and atomically: {"format": "trimodal-checksums",
+ * "version": 1, "algorithm": "blake2b-256", "files": {"name": {"size": N,
+ * "blake2b": "<hex>"}, ...}} over the plain (decrypted) content of every
+ * regular file in the folder. */
+
+#define TM_CHECKSUMS_FILE "checksums.json"
+#define TM_HASH_BYTES 32 /* BLAKE2b-256 */
+
+/* The safetensors file's "__checksum__" metadata ("blake2b-256:<hex>"), or
+ * NULL when it has none. */
+const char *tm_safetensors_checksum(const tm_safetensors *st);
+
+/* BLAKE2b-256 of a buffer, as 64 hex digits and a NUL (hex has 65 bytes). */
+void tm_hash_hex(const void *data, size_t size, char hex[2 * TM_HASH_BYTES + 1]);
+
+/* Writes dir/checksums.json for every regular file directly in dir (not
+ * the manifest itself, nor temporary files named *.tmp.*), atomically.
+ * Call it after the folder's last file is written. Encrypted files are
+ * hashed as their plain content (the key must be configured). */
+tm_status tm_dir_checksums_write(const char *dir);
+
+/* Verifies dir against dir/checksums.json: every file listed must exist
+ * with its size and digest; a mismatch fails with TM_ERR_FORMAT "dir/name
+ * is corrupt (its BLAKE2b checksum does not match checksums.json)". A
+ * folder without a manifest passes (*checked = 0); else *checked = 1
+ * (checked may be NULL). With TM_VERIFY_SKIP_SAFETENSORS, files named
+ * *.safetensors are only checked to exist (tm_safetensors_open() checks
+ * their embedded checksum when they are loaded), so a folder is not hashed
+ * twice. */
+#define TM_VERIFY_SKIP_SAFETENSORS 1
+tm_status tm_dir_checksums_verify(const char *dir, int flags, int *checked);
+
+/* --------------------------------------------------- encryption at rest
+ *
+ * Files are encrypted with libsodium's crypto_secretstream_xchacha20poly1305
+ * (XChaCha20 with Poly1305 tags, authenticated chunk by chunk) under a
+ * 32-byte key. An encrypted file is:
+ *     "TMENC\0"   6 bytes, the magic
+ *     version     1 byte (1)
+ *     chunk_log2  1 byte: plain chunks are 2^chunk_log2 bytes (12..24)
+ *     header      24 bytes: the secretstream header (random per file)
+ *     key check   16 bytes: BLAKE2b-128 keyed with the key over the 32
+ *                 bytes before it, so a wrong key is told from damage
+ *     chunks      each chunk_size + 17 bytes (the last one shorter), the
+ *                 last tagged FINAL; the 8 bytes before the header are
+ *                 authenticated with every chunk.
+ * A wrong key, a flipped byte, a truncated file or bytes after the final
+ * chunk all fail with TM_ERR_FORMAT and a message saying which; nothing
+ * of a file that fails is ever returned.
+ *
+ * Transparent reading. tm_read_file() and tm_safetensors_open() recognise
+ * the magic and decrypt in memory with the process key, so every reader
+ * built on them (configs, tokenizers, preprocess files, manifests, media,
+ * checkpoints, model weights) reads encrypted files as is. The process key
+ * is the one given to tm_crypto_set_key(), else the first found of: the
+ * file named by the environment variable TRIMODAL_KEY_FILE, the hex in
+ * TRIMODAL_KEY. With none, reading an encrypted file fails with
+ * TM_ERR_INVALID "X is encrypted; set TRIMODAL_KEY_FILE ...".
+ *
+ * Key files hold the 32 raw bytes, or 64 hex digits (surrounding
+ * whitespace allowed). Keys never come from command-line arguments. */
+
+#define TM_KEY_BYTES 32
+#define TM_CRYPT_MAGIC "TMENC"      /* followed by a NUL byte */
+#define TM_CRYPT_HEADER_BYTES 48    /* magic, version, chunk_log2, stream header, key check */
+#define TM_CRYPT_MAX_KEY_FILE 4096
+
+typedef struct {
+    unsigned char bytes[TM_KEY_BYTES];
+} tm_key;
+
+/* Reads a key file (raw 32 bytes or 64 hex digits). Warns nothing; fails
+ * with TM_ERR_FORMAT naming the file when it holds neither. */
+tm_status tm_key_load_file(tm_key *key, const char *path);
+/* Parses 64 hex digits (whitespace around them allowed). */
+tm_status tm_key_from_hex(tm_key *key, const char *hex);
+/* The key from TRIMODAL_KEY_FILE or TRIMODAL_KEY; *found = 0 (and TM_OK)
+ * when neither is set. */
+tm_status tm_key_from_env(tm_key *key, int *found);
+/* Makes a new random key and writes it to path as 64 hex digits and a
+ * newline, with mode 0600, refusing to replace an existing file. */
+tm_status tm_key_generate_file(const char *path);
+/* Sets (key != NULL) or clears the process key used by transparent reads;
+ * it wins over the environment. Thread-safe. */
+void tm_crypto_set_key(const tm_key *key);
+
+/* 1 when the buffer starts like an encrypted file. */
+int tm_is_encrypted(const void *data, size_t size);
+/* 1 when the file at path starts like an encrypted file, 0 when not or
+ * unreadable. */
+int tm_file_is_encrypted(const char *path);
+
+/* Encrypts size bytes into a new buffer (tm_free() it). */
+tm_status tm_encrypt_buffer(const tm_key *key, const void *data, size_t size, char **out,
+                            size_t *out_size);
+/* Decrypts an encrypted buffer into a new one (tm_free() it) holding
+ * *out_size bytes and a NUL; label names the data in messages. Fails with
+ * TM_ERR_LIMIT when the plain content would exceed max_bytes. */
+tm_status tm_decrypt_buffer(const tm_key *key, const char *label, const void *data, size_t size,
+                            size_t max_bytes, char **out, size_t *out_size);
+/* The process key (tm_crypto_set_key(), else the environment) for
+ * decrypting label; TM_ERR_INVALID with the "set TRIMODAL_KEY_FILE"
+ * message when there is none. */
+tm_status tm_crypto_process_key(tm_key *key, const char *label);
+
+/* Encrypts or decrypts the file src into dst (which may equal src),
+ * streaming in chunks, written atomically. Encrypting an encrypted file,
+ * or decrypting a plain one, fails with TM_ERR_INVALID. */
+tm_status tm_encrypt_file(const tm_key *key, const char *src, const char *dst);
+tm_status tm_decrypt_file(const tm_key *key, const char *src, const char *dst);
+
+/* The same for every regular file under the folder src (recursively) into
+ * dst (created; may equal src for in place). Files already in the wanted
+ * state are copied as they are (skipped in place); *n_files counts those
+ * converted (n_files may be NULL). */
+tm_status tm_encrypt_dir(const tm_key *key, const char *src, const char *dst, int *n_files);
+tm_status tm_decrypt_dir(const tm_key *key, const char *src, const char *dst, int *n_files);
+
 #ifdef __cplusplus
 }
 #endif

@@ -915,7 +915,7 @@ static tm_status number_names(tm_manifest *m)
         free(names);
         return s;
     }
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    if (n > 1) qsort(names, (size_t)n, sizeof *names, cmp_str); /* names may be NULL when n == 0 */
     m->class_names = names;
     m->n_classes = (int32_t)n;
     for (int64_t i = 0; i < n; i++)
@@ -1071,7 +1071,18 @@ tm_status tm_manifest_load(tm_manifest **out, const char *path, const tm_manifes
             if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
         }
     }
-    if (!s) s = read_lines(m, &p, fd, NULL, 0);
+    if (!s && fd >= 0 && tm_file_is_encrypted(path)) {
+        /* encrypted at rest (docs/security.md): decrypted in memory */
+        close(fd);
+        fd = -1;
+        char *plain = NULL;
+        size_t plen = 0;
+        s = tm_read_file(path, p.max_bytes, &plain, &plen);
+        if (!s) s = read_lines(m, &p, -1, plain, plen);
+        tm_free(plain);
+    } else if (!s) {
+        s = read_lines(m, &p, fd, NULL, 0);
+    }
     if (fd >= 0) close(fd);
     if (!s) s = finish_load(m);
     if (s) {

@@ -18,6 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
+#include "io_internal.h"
 #include "trimodal/io.h"
 
 struct tm_atomic_file {
@@ -112,6 +115,26 @@ tm_status tm_atomic_file_write(tm_atomic_file *f, const void *data, size_t size)
     return TM_OK;
 }
 
+tm_status tm_atomic_file_patch(tm_atomic_file *f, uint64_t offset, const void *data, size_t size)
+{
+    if (!f) return tm_fail(TM_ERR_INVALID, "tm_atomic_file_patch: file is NULL");
+    if (f->failed) return tm_fail(f->failed, "%s: an earlier write failed", f->path);
+    const char *p = data;
+    while (size > 0) {
+        ssize_t k = pwrite(f->fd, p, size, (off_t)offset);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = errno;
+            f->failed = TM_ERR_IO;
+            return tm_fail(TM_ERR_IO, "%s: write failed: %s", f->tmp, k < 0 ? strerror(e) : "no progress");
+        }
+        p += k;
+        size -= (size_t)k;
+        offset += (uint64_t)k;
+    }
+    return TM_OK;
+}
+
 /* fsync of the directory holding path, so that a rename into it is on
  * disk. Some file systems refuse fsync on a directory (EINVAL): the rename
  * is then as durable as they can make it, and that is not an error. */
@@ -202,10 +225,17 @@ tm_status tm_read_file(const char *path, size_t max_bytes, char **data, size_t *
         close(fd);
         return tm_fail(TM_ERR_IO, "%s: not a regular file", path);
     }
+    /* An encrypted file is a little larger than its plain content (the
+     * header and a 17-byte tag per chunk of at least 4 KiB): allow that
+     * much, and check the limit on the plain content once it is known. */
+    size_t limit = max_bytes;
+    size_t slack = TM_CRYPT_HEADER_BYTES + 17 * (max_bytes / 4096 + 1);
+    if (!tm_add_size(max_bytes, slack, &max_bytes)) max_bytes = SIZE_MAX - 1;
     if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
+        /* over even with the slack: refused without reading */
         close(fd);
         return tm_fail(TM_ERR_LIMIT, "%s: %lld bytes is over the limit of %zu bytes", path,
-                       (long long)sb.st_size, max_bytes);
+                       (long long)sb.st_size, limit);
     }
     /* the size may change while reading: read in steps up to max_bytes + 1 */
     size_t cap = (size_t)sb.st_size + 1, len = 0;
@@ -241,12 +271,28 @@ tm_status tm_read_file(const char *path, size_t max_bytes, char **data, size_t *
         len += (size_t)r;
     }
     close(fd);
-    if (len > max_bytes) {
+    if (len > max_bytes || (len > limit && !tm_is_encrypted(buf, len))) {
         tm_free(buf);
-        return tm_fail(TM_ERR_LIMIT, "%s: grew past the limit of %zu bytes while read", path,
-                       max_bytes);
+        if (len > (size_t)sb.st_size)
+            return tm_fail(TM_ERR_LIMIT, "%s: grew past the limit of %zu bytes while read", path,
+                           limit);
+        return tm_fail(TM_ERR_LIMIT, "%s: %zu bytes is over the limit of %zu bytes", path, len,
+                       limit);
     }
     buf[len] = '\0';
+    if (tm_is_encrypted(buf, len)) {
+        /* encrypted at rest: decrypt in memory with the process key */
+        tm_key key;
+        char *plain = NULL;
+        size_t n = 0;
+        tm_status s = tm_crypto_process_key(&key, path);
+        if (!s) s = tm_decrypt_buffer(&key, path, buf, len, limit, &plain, &n);
+        sodium_memzero(&key, sizeof key);
+        tm_free(buf);
+        if (s) return s;
+        buf = plain;
+        len = n;
+    }
     *data = buf;
     *size = len;
     return TM_OK;

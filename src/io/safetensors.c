@@ -28,7 +28,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <sodium.h>
 
+#include "io_internal.h"
 #include "trimodal/io.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -145,6 +147,8 @@ struct tm_safetensors {
     st_meta *meta;               /* header order */
     st_meta **meta_by_key;       /* sorted by key */
     char *strings;               /* every name, key and value */
+    const char *checksum;        /* the "__checksum__" metadata value, or NULL */
+    char *plain;                 /* the decrypted file, when it was encrypted */
 };
 
 /* A TM_ERR_FORMAT (or other) status whose message starts with the file. */
@@ -421,6 +425,27 @@ static tm_status parse(tm_safetensors *st)
                 goto done_order;
             }
         }
+        /* A checksum under another key is a damaged "__checksum__" key,
+         * which must not turn the check off. */
+        for (i = 0; i < n_meta; i++) {
+            if (strcmp(st->meta[i].key, TM_ST_CHECKSUM_KEY) != 0 &&
+                !strncmp(st->meta[i].value, TM_ST_CHECKSUM_PREFIX, strlen(TM_ST_CHECKSUM_PREFIX))) {
+                s = st_fail(st, TM_ERR_FORMAT, "is corrupt: __metadata__ \"%.100s\" holds a "
+                                               "checksum but is not called " TM_ST_CHECKSUM_KEY,
+                            st->meta[i].key);
+                goto done_order;
+            }
+        }
+        /* The checksum is kept apart from the metadata callers list. */
+        for (i = 0; i < n_meta; i++) {
+            if (strcmp(st->meta[i].key, TM_ST_CHECKSUM_KEY) != 0) continue;
+            st->checksum = st->meta[i].value;
+            memmove(&st->meta[i], &st->meta[i + 1], (size_t)(n_meta - i - 1) * sizeof *st->meta);
+            n_meta = --st->n_meta;
+            for (int k = 0; k < n_meta; k++) st->meta_by_key[k] = &st->meta[k];
+            qsort(st->meta_by_key, (size_t)n_meta, sizeof *st->meta_by_key, cmp_meta_key);
+            break;
+        }
     }
 
     /* Names unique. */
@@ -479,8 +504,83 @@ void tm_safetensors_close(tm_safetensors *st)
     tm_free(st->meta);
     tm_free(st->meta_by_key);
     tm_free(st->strings);
+    tm_free(st->plain);
     tm_free(st->label);
     tm_free(st);
+}
+
+/* An encrypted file: decrypt it into memory owned by st (tm_alloc aligns
+ * it, so tensors still load without copies) and drop the mapping. */
+static tm_status decrypt_mapping(tm_safetensors *st, const char *path)
+{
+    tm_key key;
+    tm_status s = tm_crypto_process_key(&key, path);
+    size_t n = 0;
+    if (!s) s = tm_decrypt_buffer(&key, path, st->base, st->size, SIZE_MAX - 1, &st->plain, &n);
+    sodium_memzero(&key, sizeof key);
+    if (st->map) munmap(st->map, st->map_size);
+    st->map = NULL;
+    st->map_size = 0;
+    if (s) {
+        static const unsigned char none[8];
+        st->base = none;
+        st->size = 0;
+        return s;
+    }
+    st->base = (const unsigned char *)st->plain;
+    st->size = n;
+    return TM_OK;
+}
+
+/* Checks the "__checksum__" metadata when the file has one: BLAKE2b-256 of
+ * the whole file with the 64 hex digits of the value read as '0'. */
+static tm_status verify_checksum(const tm_safetensors *st)
+{
+    if (!st->checksum) return TM_OK;
+    const char *v = st->checksum;
+    size_t plen = strlen(TM_ST_CHECKSUM_PREFIX);
+    int ok = strncmp(v, TM_ST_CHECKSUM_PREFIX, plen) == 0 && strlen(v) == plen + 64;
+    for (size_t i = plen; ok && i < plen + 64; i++)
+        ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f');
+    if (!ok)
+        return st_fail(st, TM_ERR_FORMAT,
+                       "__checksum__ is not \"" TM_ST_CHECKSUM_PREFIX "\" and 64 lowercase hex "
+                       "digits; the file is corrupt or was written by another tool");
+    const char *hex = v + plen;
+    /* where the digits sit in the raw header */
+    size_t hn = (size_t)(st->data - st->base) - 8;
+    const unsigned char *h = st->base + 8, *at = NULL;
+    for (size_t i = 0; i + 64 <= hn; i++) {
+        if (h[i] == (unsigned char)hex[0] && memcmp(h + i, hex, 64) == 0) {
+            at = h + i;
+            break;
+        }
+    }
+    if (!at)
+        return st_fail(st, TM_ERR_FORMAT, "the __checksum__ digits are escaped in the header; "
+                                          "the file is corrupt");
+    static const char zeros[64] = "0000000000000000000000000000000000000000000000000000000000000000";
+    crypto_generichash_state hs;
+    unsigned char d[TM_HASH_BYTES];
+    crypto_generichash_init(&hs, NULL, 0, sizeof d);
+    crypto_generichash_update(&hs, st->base, (unsigned long long)(at - st->base));
+    crypto_generichash_update(&hs, (const unsigned char *)zeros, 64);
+    size_t after = (size_t)(at - st->base) + 64;
+    crypto_generichash_update(&hs, st->base + after, (unsigned long long)(st->size - after));
+    crypto_generichash_final(&hs, d, sizeof d);
+    char got[2 * TM_HASH_BYTES + 1];
+    sodium_bin2hex(got, sizeof got, d, sizeof d);
+    if (memcmp(got, hex, 64) != 0)
+        return st_fail(st, TM_ERR_FORMAT,
+                       "is corrupt: its BLAKE2b checksum is %.16s..., the header records "
+                       "%.16s... (a damaged copy or disk; restore it from a good copy)",
+                       got, hex);
+    return TM_OK;
+}
+
+const char *tm_safetensors_checksum(const tm_safetensors *st)
+{
+    return st ? st->checksum : NULL;
 }
 
 static tm_safetensors *new_st(const char *label)
@@ -507,6 +607,7 @@ tm_status tm_safetensors_open_memory(tm_safetensors **out, const void *data, siz
     st->base = data;
     st->size = size;
     tm_status s = parse(st);
+    if (!s) s = verify_checksum(st);
     if (s) {
         tm_safetensors_close(st);
         return s;
@@ -560,7 +661,10 @@ tm_status tm_safetensors_open(tm_safetensors **out, const char *path)
         st->base = none;
     }
     close(fd);
-    tm_status s = parse(st);
+    tm_status s = TM_OK;
+    if (tm_is_encrypted(st->base, st->size)) s = decrypt_mapping(st, path);
+    if (!s) s = parse(st);
+    if (!s) s = verify_checksum(st);
     if (s) {
         tm_safetensors_close(st);
         return s;
@@ -721,7 +825,16 @@ struct tm_safetensors_writer {
     tm_status failed;  /* sticky */
     unsigned char *buf; /* gather buffer, made on first use */
     size_t buf_used;
+    crypto_generichash_state hash; /* of every byte written, the digits as '0' */
+    size_t checksum_at;            /* file offset of the checksum's hex digits */
 };
+
+/* Every byte of the file goes through here, to be hashed. */
+static tm_status wr_put(tm_safetensors_writer *w, const void *data, size_t size)
+{
+    crypto_generichash_update(&w->hash, data, (unsigned long long)size);
+    return tm_atomic_file_write(w->file, data, size);
+}
 
 /* A growing string in library memory. */
 typedef struct {
@@ -892,6 +1005,10 @@ static tm_status build_header(tm_safetensors_writer *w, strbuf *hb, const char *
         if (!is_utf8(meta_keys[i]) || !is_utf8(meta_values[i]))
             return tm_fail(TM_ERR_INVALID, "%s: metadata entry %d is not valid UTF-8", path, i);
     }
+    for (int i = 0; i < n_meta; i++)
+        if (strcmp(meta_keys[i], TM_ST_CHECKSUM_KEY) == 0)
+            return tm_fail(TM_ERR_INVALID, "%s: the metadata key " TM_ST_CHECKSUM_KEY
+                                           " is reserved (the writer adds it)", path);
     if ((r = find_duplicate((const char *const *)meta_keys, n_meta, &dup)) != -1)
         return r == -2 ? tm_fail(TM_ERR_NOMEM, "%s: out of memory", path)
                        : tm_fail(TM_ERR_INVALID, "%s: metadata key \"%.200s\" appears twice", path,
@@ -930,19 +1047,20 @@ static tm_status build_header(tm_safetensors_writer *w, strbuf *hb, const char *
     if (!where) return tm_fail(TM_ERR_NOMEM, "%s: out of memory", path);
     for (int j = 0; j < n; j++) where[w->e[j].index] = j;
     sb_put(hb, "{", 1);
-    if (n_meta > 0) {
-        sb_str(hb, "\"__metadata__\":{");
-        for (int i = 0; i < n_meta; i++) {
-            if (i) sb_put(hb, ",", 1);
-            sb_json_string(hb, meta_keys[i]);
-            sb_put(hb, ":", 1);
-            sb_json_string(hb, meta_values[i]);
-        }
-        sb_put(hb, "}", 1);
+    sb_str(hb, "\"__metadata__\":{");
+    for (int i = 0; i < n_meta; i++) {
+        sb_json_string(hb, meta_keys[i]);
+        sb_put(hb, ":", 1);
+        sb_json_string(hb, meta_values[i]);
+        sb_put(hb, ",", 1);
     }
+    /* the checksum's digits are written as '0' and filled in by _finish */
+    sb_str(hb, "\"" TM_ST_CHECKSUM_KEY "\":\"" TM_ST_CHECKSUM_PREFIX);
+    w->checksum_at = 8 + hb->len;
+    sb_str(hb, "0000000000000000000000000000000000000000000000000000000000000000\"}");
     for (int i = 0; i < n; i++) {
         const wr_entry *e = &w->e[where[i]];
-        if (i || n_meta) sb_put(hb, ",", 1);
+        sb_put(hb, ",", 1);
         sb_json_string(hb, tensors[i].name);
         sb_str(hb, ":{\"dtype\":\"");
         sb_str(hb, dtype_file_name(e->dtype));
@@ -989,8 +1107,9 @@ tm_status tm_safetensors_writer_open(tm_safetensors_writer **out, const char *pa
         unsigned char len8[8];
         uint64_t hl = hb.len;
         for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(hl >> (8 * i));
-        s = tm_atomic_file_write(w->file, len8, 8);
-        if (!s) s = tm_atomic_file_write(w->file, hb.p, hb.len);
+        crypto_generichash_init(&w->hash, NULL, 0, TM_HASH_BYTES);
+        s = wr_put(w, len8, 8);
+        if (!s) s = wr_put(w, hb.p, hb.len);
     }
     tm_free(hb.p);
     if (s) {
@@ -1021,7 +1140,7 @@ tm_status tm_safetensors_writer_write(tm_safetensors_writer *w, const void *data
         return writer_spoil(w, tm_fail(TM_ERR_INVALID,
                                        "%s: %zu more bytes than the %zu the tensors declare",
                                        w->path, size - (w->total - w->written), w->total));
-    tm_status s = tm_atomic_file_write(w->file, data, size);
+    tm_status s = wr_put(w, data, size);
     if (s) return writer_spoil(w, s);
     w->written += size;
     while (w->pos < w->n && w->e[w->pos].begin < w->written) w->pos++;
@@ -1039,7 +1158,7 @@ static tm_status gather(tm_safetensors_writer *w, const unsigned char *src, size
         src += k;
         n -= k;
         if (w->buf_used == GATHER_BYTES) {
-            tm_status s = tm_atomic_file_write(w->file, w->buf, w->buf_used);
+            tm_status s = wr_put(w, w->buf, w->buf_used);
             w->buf_used = 0;
             if (s) return s;
         }
@@ -1076,7 +1195,7 @@ static tm_status write_strided(tm_safetensors_writer *w, const tm_tensor *t, siz
         }
         if (d < 0) break;
     }
-    if (w->buf_used) s = tm_atomic_file_write(w->file, w->buf, w->buf_used);
+    if (w->buf_used) s = wr_put(w, w->buf, w->buf_used);
     w->buf_used = 0;
     return s;
 }
@@ -1108,7 +1227,7 @@ tm_status tm_safetensors_writer_write_tensor(tm_safetensors_writer *w, const tm_
             return writer_spoil(w, tm_fail(TM_ERR_INVALID, "%s: tensor %d has no data", w->path,
                                            e->index));
         if (tm_tensor_is_contiguous(t) || t->ndim == 0)
-            s = tm_atomic_file_write(w->file, t->data, nbytes);
+            s = wr_put(w, t->data, nbytes);
         else
             s = write_strided(w, t, tm_dtype_size(t->dtype));
     }
@@ -1128,8 +1247,15 @@ tm_status tm_safetensors_writer_finish(tm_safetensors_writer *w)
         s = tm_fail(TM_ERR_INVALID, "%s: not written, %zu of %zu data bytes arrived", w->path,
                     w->written, w->total);
     } else {
-        s = tm_atomic_file_commit(w->file);
-        w->file = NULL;
+        unsigned char d[TM_HASH_BYTES];
+        char hex[2 * TM_HASH_BYTES + 1];
+        crypto_generichash_final(&w->hash, d, sizeof d);
+        sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+        s = tm_atomic_file_patch(w->file, w->checksum_at, hex, 64);
+        if (!s) {
+            s = tm_atomic_file_commit(w->file);
+            w->file = NULL;
+        }
     }
     tm_safetensors_writer_abort(w); /* removes the temporary file if still there */
     return s;

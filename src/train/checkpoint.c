@@ -131,6 +131,19 @@ static char *state_json(const ckpt_state *st)
     add_metric(o, "stage_best", c->stage_best);
     cJSON_AddNumberToObject(o, "bad_evals", (double)c->bad_evals);
     cJSON_AddNumberToObject(o, "metrics_bytes", (double)c->metrics_bytes);
+    if (st->has_scaler) {
+        /* a float's value is exact in a JSON number (a double) */
+        cJSON *ls = cJSON_AddObjectToObject(o, "loss_scaler");
+        if (!ls) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        cJSON_AddNumberToObject(ls, "scale", (double)st->scale);
+        cJSON_AddNumberToObject(ls, "good_steps", (double)st->good_steps);
+        cJSON_AddNumberToObject(ls, "skipped", (double)st->skipped);
+        cJSON_AddNumberToObject(ls, "steps", (double)st->scaler_steps);
+        cJSON_AddNumberToObject(ls, "stage_skipped", (double)st->stage_skipped);
+    }
     char *txt = cJSON_Print(o);
     cJSON_Delete(o);
     return txt;
@@ -200,6 +213,21 @@ tm_status tm_train_ckpt_read_state(const char *dir, ckpt_state *out)
         c->stage = (int)stage;
         snprintf(out->stage_name, sizeof out->stage_name, "%s", name->valuestring);
     }
+    /* optional: the loss scaler of an f16 run */
+    const cJSON *ls = ok ? cJSON_GetObjectItemCaseSensitive(o, "loss_scaler") : NULL;
+    if (ls) {
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(ls, "scale");
+        ok = cJSON_IsObject(ls) && cJSON_IsNumber(sc) && sc->valuedouble > 0 &&
+             sc->valuedouble < 3.4e38 && get_i64(ls, "good_steps", 0, &out->good_steps) &&
+             get_i64(ls, "skipped", 0, &out->skipped) &&
+             get_i64(ls, "steps", 0, &out->scaler_steps) &&
+             get_i64(ls, "stage_skipped", 0, &out->stage_skipped) &&
+             out->stage_skipped <= c->stage_step && out->skipped <= out->scaler_steps;
+        if (ok) {
+            out->has_scaler = 1;
+            out->scale = (float)sc->valuedouble;
+        }
+    }
     cJSON_Delete(o);
     if (!ok) s = tm_fail(TM_ERR_FORMAT, "%s: not a complete trainer state (damaged or from an "
                          "interrupted write)", path);
@@ -228,7 +256,10 @@ tm_status tm_train_checkpoint_read(const char *dir, tm_train_checkpoint *out)
 {
     if (!dir || !out) return tm_fail(TM_ERR_INVALID, "train_checkpoint_read: NULL argument");
     ckpt_state st;
-    tm_status s = tm_train_ckpt_read_state(dir, &st);
+    /* every file against checksums.json; the weights check their own
+     * embedded checksum when check_file() opens them */
+    tm_status s = tm_dir_checksums_verify(dir, TM_VERIFY_SKIP_SAFETENSORS, NULL);
+    if (!s) s = tm_train_ckpt_read_state(dir, &st);
     if (!s) s = check_file(dir, "config.json", 0);
     if (!s) s = check_file(dir, "model.safetensors", 1);
     if (!s) s = check_file(dir, TM_CKPT_OPTIM, 1);
@@ -327,8 +358,19 @@ tm_status tm_train_checkpoint_latest(const char *out_dir, char **path_out,
             break;
         }
         tm_train_checkpoint c;
-        if (tm_train_checkpoint_read(p, &c) == TM_OK) {
+        tm_status rs = tm_train_checkpoint_read(p, &c);
+        if (rs == TM_OK) {
             *path_out = p;
+            break;
+        }
+        /* an encrypted checkpoint that cannot be read (no key, wrong key)
+         * is not damaged: stop rather than start over (docs/security.md) */
+        char *sp = tm_train_path(p, TM_CKPT_STATE);
+        int enc = sp && tm_file_is_encrypted(sp);
+        tm_free(sp);
+        if (enc) {
+            s = tm_fail(rs, "cannot resume from %s: %s", p, tm_last_error());
+            tm_free(p);
             break;
         }
         if (warn) {
@@ -451,6 +493,8 @@ tm_status tm_train_ckpt_write(const char *out_dir, const tm_model *m, const tm_o
     if (hook) hook(user, tmp, TM_CKPT_OPTIM);
     if ((s = tm_write_file_atomic(statep, json, strlen(json)))) goto done;
     if (hook) hook(user, tmp, TM_CKPT_STATE);
+    /* the folder's checksums, written last (docs/security.md) */
+    if ((s = tm_dir_checksums_write(tmp))) goto done;
     if ((s = fsync_dir(tmp))) goto done;
     /* A folder of this name exists only when a resumed run rewrites a step
      * it had passed before; move it aside first (rename cannot replace a
@@ -506,7 +550,9 @@ tm_status tm_train_save_best(const char *out_dir, const tm_model *m, const model
     char buf[256];
     int len = snprintf(buf, sizeof buf, "{\"step\": %" PRId64 ", \"metric\": \"%s\", \"value\": %.9g}\n",
                        step, metric, value);
-    if ((s = tm_write_file_atomic(info, buf, (size_t)len)) || (s = fsync_dir(tmp))) goto done;
+    if ((s = tm_write_file_atomic(info, buf, (size_t)len)) || (s = tm_dir_checksums_write(tmp)) ||
+        (s = fsync_dir(tmp)))
+        goto done;
     struct stat sb;
     if (stat(fin, &sb) == 0 && rename(fin, old) != 0) {
         s = tm_fail(TM_ERR_IO, "cannot move %s aside: %s", fin, strerror(errno));

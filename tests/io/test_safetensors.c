@@ -218,7 +218,8 @@ static void test_round_trip(void)
     CHECK(tm_safetensors_count(st) == 0 && tm_safetensors_metadata_count(st) == 0);
     tm_safetensors_close(st);
     raw = read_all(path, &fsize);
-    CHECK(fsize == 16 && raw && memcmp(raw + 8, "{}      ", 8) == 0);
+    /* only the checksum's metadata (tests/io/test_checksum.c) */
+    CHECK(raw && fsize % 8 == 0 && memcmp(raw + 8, "{\"__metadata__\":{\"__checksum__\":", 32) == 0);
     free(raw);
 
     for (int i = 0; i < 8; i++) tm_tensor_free(t[i]);
