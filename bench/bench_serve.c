@@ -107,6 +107,38 @@ static double peak_rss_mb(int pid)
     return kb / 1024.0;
 }
 
+/* CPU seconds (user + system) the process has used so far; NAN when
+ * unknown. Unlike latency, this does not grow when other processes load the
+ * machine, so it measures the server's own cost per request. */
+static double cpu_seconds(int pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return NAN;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p) return NAN;
+    unsigned long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return NAN;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double load_average(void)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    double v = NAN;
+    if (f) {
+        if (fscanf(f, "%lf", &v) != 1) v = NAN;
+        fclose(f);
+    }
+    return v;
+}
+
 /* A request body: a text, a 48 x 40 RGB PNG and a 1 s 16 kHz WAV. */
 static char *make_body(size_t *len)
 {
@@ -177,7 +209,7 @@ static int parse_list(const char *s, long *out, int max)
 int main(int argc, char **argv)
 {
     int port = 0, pid = 0, warmup = 8;
-    const char *path = "/v1/classify", *model = "bench-small";
+    const char *path = "/v1/classify", *model = "bench-small", *dtype = "f32";
     long levels[MAX_LEVELS] = {1, 8, 64}, limits[MAX_LEVELS] = {200, 400, 1000};
     int n_levels = 3, n_limits = 3;
     double seconds = 20;
@@ -191,6 +223,8 @@ int main(int argc, char **argv)
             path = v;
         else if (!strcmp(a, "--model"))
             model = v;
+        else if (!strcmp(a, "--dtype"))
+            dtype = v;
         else if (!strcmp(a, "--seconds"))
             seconds = atof(v);
         else if (!strcmp(a, "--warmup"))
@@ -232,7 +266,7 @@ int main(int argc, char **argv)
         level_ctx L = {port, path, body, body_len, 0, limit, 0, NULL, 0, 0};
         worker *ws = calloc((size_t)c, sizeof *ws);
         pthread_t *th = calloc((size_t)c, sizeof *th);
-        double t0 = hc_now();
+        double t0 = hc_now(), cpu0 = pid ? cpu_seconds(pid) : NAN;
         L.deadline = t0 + seconds;
         for (int i = 0; i < c; i++) {
             ws[i] = (worker){&L, calloc((size_t)limit, sizeof(double)), 0, limit, 0};
@@ -242,6 +276,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < c; i++)
             pthread_join(th[i], NULL);
         double wall = hc_now() - t0;
+        double cpu = (pid ? cpu_seconds(pid) : NAN) - cpu0;
         double *all = calloc((size_t)limit + 1, sizeof(double));
         for (int i = 0; i < c; i++) {
             memcpy(all + n, ws[i].lat, (size_t)ws[i].n * sizeof(double));
@@ -258,11 +293,15 @@ int main(int argc, char **argv)
         }
         double mb = pid ? peak_rss_mb(pid) : NAN;
         if (isfinite(mb)) snprintf(rss, sizeof rss, "%.1f", mb);
-        printf("{\"bench\":\"serve\",\"model\":\"%s\",\"endpoint\":\"%s\",\"dtype\":\"f32\","
+        char cpu_ms[32] = "null", load[32] = "null";
+        if (isfinite(cpu) && n) snprintf(cpu_ms, sizeof cpu_ms, "%.2f", 1e3 * cpu / (double)n);
+        if (isfinite(load_average())) snprintf(load, sizeof load, "%.2f", load_average());
+        printf("{\"bench\":\"serve\",\"model\":\"%s\",\"endpoint\":\"%s\",\"dtype\":\"%s\","
                "\"concurrency\":%d,\"requests\":%ld,\"errors\":%ld,\"latency_ms_p50\":%s,"
                "\"latency_ms_p95\":%s,\"latency_ms_p99\":%s,\"req_per_s\":%.1f,"
-               "\"seconds\":%.2f,\"server_peak_rss_mb\":%s}\n",
-               model, path, c, n, errors, p50, p95, p99, n / wall, wall, rss);
+               "\"seconds\":%.2f,\"server_peak_rss_mb\":%s,\"server_cpu_ms_per_req\":%s,"
+               "\"loadavg_1m\":%s}\n",
+               model, path, dtype, c, n, errors, p50, p95, p99, n / wall, wall, rss, cpu_ms, load);
         fflush(stdout);
         if (errors) rc = 1;
         free(all);

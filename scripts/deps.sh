@@ -5,6 +5,9 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev clang libclang-rt-14-dev
       libstb-dev libsndfile1-dev libsamplerate0-dev libfftw3-dev libpcre2-dev
       libmicrohttpd-dev libsodium-dev
+      # approximate search indexes (ivf, hnsw: docs/search.md); the build
+      # works without it, but then those index types are off
+      libfaiss-dev
       # the FashionTri dataset builder (docs/datasets.md) and its test: images,
       # WordNet (scripts/fashiontri_terms.sh), the text-to-speech engines and voices
       dataset-fashion-mnist wordnet espeak-ng flite festival

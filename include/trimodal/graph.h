@@ -338,6 +338,51 @@ tm_dtype tm_graph_precision(const tm_graph *g); /* TM_F32 for NULL */
 tm_status tm_graph_set_loss_scale(tm_graph *g, float scale);
 float tm_graph_loss_scale(const tm_graph *g); /* 1 for NULL */
 
+/* ------------------------------------------------ prepared weights
+ *
+ * An inference graph can prepare its weights once, so that each forward
+ * pass reads them in the form its GEMM kernel wants instead of converting
+ * them at every product (docs/quantization.md). Prepared: every matmul
+ * (and so every tm_linear) whose second operand is a 2-D parameter and
+ * whose first is not transposed; convolutions, attention and embeddings
+ * keep reading the f32 parameters.
+ *   TM_WEIGHTS_PLAIN  nothing prepared (the default): every product reads
+ *                     the parameter buffer as it is at that moment.
+ *   TM_WEIGHTS_F32    op(W) packed into the f32 GEMM's panels
+ *                     (tm_sgemm_pack_b): results bitwise the same as plain.
+ *   TM_WEIGHTS_BF16   W rounded to bf16 (half the bytes); activations stay
+ *                     f32, products summed in f32.
+ *   TM_WEIGHTS_I8     W quantised per output channel, symmetric:
+ *                     scale_n = max|W_n| / 127, q = rint(W / scale_n) in
+ *                     [-127, 127]; at each product the activations are
+ *                     quantised per row the same way, the i8 x i8 products
+ *                     summed exactly in i32 (AVX512-VNNI, AVX-VNNI, AVX2 or
+ *                     plain C, chosen at run time, all bitwise equal) and
+ *                     scaled back to f32.
+ * A prepared graph no longer sees later changes to those parameters: make
+ * it after the weights are final, or call this again (which re-prepares
+ * from the current values). Fails with TM_ERR_INVALID for a graph that is
+ * not compiled, not TM_GRAPH_INFER, or has a GEMM precision other than
+ * TM_F32 (tm_graph_set_precision) while fmt is not TM_WEIGHTS_PLAIN; for a
+ * weight holding a NaN or inf with TM_WEIGHTS_I8; TM_ERR_NOMEM. On failure
+ * the graph is left with nothing prepared. */
+typedef enum {
+    TM_WEIGHTS_PLAIN = 0,
+    TM_WEIGHTS_F32,
+    TM_WEIGHTS_BF16,
+    TM_WEIGHTS_I8,
+    TM_WEIGHTS_COUNT
+} tm_weights;
+
+tm_status tm_graph_prepare_weights(tm_graph *g, tm_weights fmt);
+tm_weights tm_graph_weights(const tm_graph *g); /* TM_WEIGHTS_PLAIN for NULL */
+/* Matmuls prepared, and the bytes their prepared weights and scratch hold. */
+int tm_graph_prepared_count(const tm_graph *g);
+size_t tm_graph_prepared_bytes(const tm_graph *g);
+/* "plain", "f32", "bf16", "int8"; and back (-1 for an unknown name). */
+const char *tm_weights_name(tm_weights fmt);
+int tm_weights_from_name(const char *name);
+
 /* Plans memory for the nodes that `root` depends on. In TM_GRAPH_TRAIN mode
  * root must be a scalar. Fails with the first build error, if any. */
 tm_status tm_graph_compile(tm_graph *g, tm_node *root, tm_graph_mode mode);

@@ -110,6 +110,52 @@ tm_status tm_model_tensor_at(const tm_model *m, int i, tm_model_tensor *out);
 /* Index of the tensor called name, or -1. */
 int tm_model_find_tensor(const tm_model *m, const char *name);
 
+/* ------------------------------------------------ quantized inference
+ *
+ * (docs/quantization.md) A model folder may hold quantized weights: its
+ * model.safetensors then carries the metadata "quantization": "int8" (each
+ * large weight stored I8 with an F32 "<name>.qscale" of one scale per
+ * row, axis 0: value = q * scale) or "bf16" (weights stored BF16).
+ * tm_model_load reads both transparently into the f32 parameter buffer
+ * (int8 dequantized, bf16 widened), so everything that loads model
+ * folders accepts them.
+ *
+ * The weight format of inference graphs: every TM_MODEL_CLASSIFY or
+ * TM_MODEL_EMBED graph (and the captioner's) made while it is set calls
+ * tm_graph_prepare_weights with it (graphs with a GEMM precision other
+ * than f32 stay plain). tm_model_load sets it to TM_WEIGHTS_I8 or
+ * TM_WEIGHTS_BF16 for a folder quantized that way (int8 weights re-quantize
+ * to exactly the stored values), else to TM_WEIGHTS_PLAIN; the environment
+ * variable TRIMODAL_WEIGHTS (plain, f32, bf16, int8) overrides that at
+ * load. Models made from a config start with TM_WEIGHTS_PLAIN. Only
+ * graphs made afterwards are affected. */
+tm_status tm_model_set_weights(tm_model *m, tm_weights fmt);
+tm_weights tm_model_weights(const tm_model *m); /* TM_WEIGHTS_PLAIN for NULL */
+/* How the folder it was loaded from was stored: "int8", "bf16", or NULL
+ * for f32 (or a model not loaded from a folder). */
+const char *tm_model_quantization(const tm_model *m);
+
+typedef struct {
+    int64_t tensors_quantized; /* stored I8 or BF16 */
+    int64_t tensors_kept;      /* left F32: 1-D (biases, norms) and small ones */
+    uint64_t bytes_before;     /* model.safetensors, in and out */
+    uint64_t bytes_after;
+    double max_abs_error;      /* largest |w - dequantized w| over the weights */
+} tm_quantize_report;
+
+/* Writes a quantized copy of the model folder src to dst (created if
+ * needed): model.safetensors with the weights as "int8" (fmt TM_WEIGHTS_I8)
+ * or "bf16" (TM_WEIGHTS_BF16), every other regular file of src (config,
+ * tokenizer, preprocess...) copied; each file written atomically. Weights
+ * quantized: every tensor of 2 or more dimensions and at least 1024
+ * elements (linear, conv and embedding weights); the rest stays F32.
+ * src must load (tm_model_load); a src that is already quantized is
+ * re-quantized from its dequantized values. dst must not be src.
+ * TM_ERR_INVALID for a bad fmt or dst == src, TM_ERR_IO, TM_ERR_FORMAT
+ * from loading src. report may be NULL. */
+tm_status tm_model_quantize(const char *src, const char *dst, tm_weights fmt,
+                            tm_quantize_report *report);
+
 /* ------------------------------------------------------------ the config */
 
 #define TM_MODEL_MAX_MODALITIES 4
@@ -299,6 +345,42 @@ tm_status tm_model_captioner_run(tm_model_captioner *c, int32_t *out, int32_t *l
  * summed over their scored tokens (as the training loss counts them):
  * for tests and rescoring. */
 tm_status tm_model_captioner_score(tm_model_captioner *c, const int32_t *captions, float *out);
+
+/* ------------------------------------------------------------ pruning */
+
+typedef enum {
+    TM_PRUNE_UNSTRUCTURED = 0, /* the smallest |w| of each linear weight */
+    TM_PRUNE_HEADS = 1         /* whole attention heads of smallest norm */
+} tm_prune_mode;
+
+typedef struct {
+    double sparsity;    /* in [0, 1): the fraction of each linear weight's
+                           entries (or of each attention's heads) to zero */
+    tm_prune_mode mode; /* TM_PRUNE_UNSTRUCTURED */
+} tm_prune_params;
+
+tm_prune_params tm_prune_default_params(void); /* sparsity 0.5, unstructured */
+
+typedef struct {
+    int64_t tensors;       /* linear weights (2-D "*.weight") seen */
+    int64_t weights_total; /* their entries */
+    int64_t weights_zero;  /* of which 0 after pruning */
+    int64_t attentions;    /* TM_PRUNE_HEADS: attention layers pruned */
+    int64_t heads_total, heads_pruned;
+} tm_prune_report;
+
+/* Magnitude pruning of m's weights in place (src/model/prune.c; the rules
+ * are in docs/serving.md). Unstructured: in every linear weight (2-D,
+ * named "*.weight"; embeddings, convolutions and norms untouched) the
+ * floor(sparsity * numel) entries of smallest |w| become 0 (ties: the
+ * earlier position first). TM_PRUNE_HEADS: in every attention
+ * ("*attn.qkv.weight" (3D, D) and "*attn.out.weight" (D, D)) the
+ * round(sparsity * heads) heads, at most heads - 1, with the smallest L2
+ * norm of their q, k, v rows, biases and output columns are zeroed, so
+ * they contribute nothing. report (may be NULL) counts what was done.
+ * TM_ERR_INVALID for a sparsity outside [0, 1) or heads mode on a model
+ * without attention. Not safe while graphs of m run. */
+tm_status tm_model_prune(tm_model *m, const tm_prune_params *params, tm_prune_report *report);
 
 #ifdef __cplusplus
 }

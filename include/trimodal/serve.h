@@ -168,10 +168,34 @@ const char *tm_session_fingerprint(tm_session *s);
  * "format" = "trimodal-index", "version" = "1", "model", "fingerprint",
  * "dim", "count", "modalities" and "items" (a JSON array of
  * {"id", "text", "image", "audio"} as in the manifest, text cut at 200
- * bytes). */
+ * bytes). Since index types (docs/search.md) the metadata also holds
+ * "type" (absent: exact), "nlist", "nprobe", "hnsw_m", "ef_search", and
+ * exact-int8 stores "emb8.<m>" I8 + "scale.<m>" F32, ivf and hnsw
+ * "faiss.<m>" I8 (FAISS's serialisation) instead of "emb.<m>". */
 typedef struct tm_index tm_index;
 
 typedef void (*tm_index_progress_fn)(void *ctx, int64_t done, int64_t total);
+
+/* How an index searches (recorded in its file as metadata "type"):
+ * exact compares the query with every f32 row (the engine's GEMM);
+ * exact-int8 with every row stored as int8 with a scale per row (4x
+ * smaller, scores within about 1e-2); ivf (FAISS IVF-Flat: nprobe of nlist
+ * k-means lists) and hnsw (FAISS HNSW-Flat graph) are approximate and need
+ * a build with FAISS (tm_index_type_available). */
+typedef enum {
+    TM_INDEX_EXACT = 0,
+    TM_INDEX_EXACT_INT8,
+    TM_INDEX_IVF,
+    TM_INDEX_HNSW,
+    TM_INDEX_TYPE_COUNT
+} tm_index_type;
+
+const char *tm_index_type_name(tm_index_type t); /* "exact", "exact-int8", "ivf", "hnsw" */
+/* TM_ERR_INVALID for a name that is none of those, listing them. */
+tm_status tm_index_type_from_name(const char *name, tm_index_type *out);
+/* 1 when this build can build and load indexes of type t (ivf and hnsw
+ * need FAISS). */
+int tm_index_type_available(tm_index_type t);
 
 typedef struct {
     const char *split; /* rows of this split; NULL: every row */
@@ -179,6 +203,13 @@ typedef struct {
                           0: it fails the build, naming the line */
     tm_index_progress_fn progress;
     void *progress_ctx;
+    /* The index type (docs/search.md); the settings below are 0 for their
+     * defaults and ignored by the types they do not concern. */
+    tm_index_type type;
+    int nlist;     /* IVF lists; 0: sqrt(rows), at most rows */
+    int nprobe;    /* IVF lists searched per query; 0: nlist / 8, at least 8 */
+    int hnsw_m;    /* HNSW links per node; 0: 32 */
+    int ef_search; /* HNSW candidates kept while searching; 0: 64 */
 } tm_index_build_params;
 
 tm_index_build_params tm_index_build_default_params(void);
@@ -210,6 +241,18 @@ const char *tm_index_fingerprint(const tm_index *idx);
 /* Item i's fields as in the manifest; NULL when absent or out of range.
  * key: "id", "text", "image", "audio". */
 const char *tm_index_item(const tm_index *idx, int64_t i, const char *key);
+/* The type and search settings of idx (split and progress NULL): nlist
+ * and nprobe for ivf, hnsw_m and ef_search for hnsw, 0 otherwise. */
+tm_index_build_params tm_index_params(const tm_index *idx);
+/* Changes the search settings of an ivf (nprobe, 1..nlist) or hnsw
+ * (ef_search, 1..65536) index; 0 keeps one. Call it before sharing idx
+ * between threads. TM_ERR_INVALID out of range; ignored by exact types. */
+tm_status tm_index_set_search(tm_index *idx, int nprobe, int ef_search);
+/* An index of raw vectors (n, dim), L2-normalised by the caller, all of
+ * one modality, item i with id "i": for benchmarks and tests of the index
+ * types without a model. params: type and its settings (NULL: exact). */
+tm_status tm_index_from_vectors(tm_index **out, const float *vectors, int64_t n, int64_t dim,
+                                unsigned modality, const tm_index_build_params *params);
 
 typedef struct {
     int64_t item;      /* the item's index */
@@ -221,10 +264,54 @@ typedef struct {
  * tm_session_embed gives) among the rows of the modalities in `targets`
  * (TM_MODALITY_* bits; 0: every modality of the index). An item counts
  * once, with its best row. Hits are sorted by decreasing score (ties: the
- * lower item first); *n_hits <= k. Exact: a dot product with every row
- * (the engine's GEMM), f32. TM_ERR_INVALID for k < 1 or bad targets. */
+ * lower item first); *n_hits <= k. exact: a dot product with every row
+ * (the engine's GEMM), f32; exact-int8 the same with int8 rows; ivf and
+ * hnsw: FAISS's approximate k best of each modality, then merged.
+ * TM_ERR_INVALID for k < 1 or bad targets. */
 tm_status tm_index_search(const tm_index *idx, const float *query, unsigned targets, int k,
                           tm_search_hit *hits, int *n_hits);
+
+/* ------------------------------------------------------------ cascades */
+
+/* A cascade (src/serve/cascade.c, docs/serving.md "Cascades"): cheap
+ * unimodal paths of the session's model answer a classification when
+ * their top class probability reaches a threshold; the full fusion model
+ * answers the rest. The JSON:
+ *
+ *   {"stages": [{"modalities": ["text"], "threshold": 0.9},
+ *               {"modalities": ["vision"], "threshold": 0.8}]}
+ *
+ * Each stage is a sub-model holding only the named encoders (the same
+ * weights; no caption decoder or contrastive heads); its answer equals the
+ * full model's for an example that has only those modalities. An example
+ * goes to the first stage with one of its modalities; an unconfident
+ * answer passes it on. */
+typedef struct tm_cascade tm_cascade;
+
+/* From JSON text (origin names it in messages) or a file. Fails with
+ * TM_ERR_FORMAT for malformed JSON, unknown keys, modalities or a
+ * threshold outside [0, 1]; TM_ERR_INVALID when the model has no
+ * classifier, lacks a named encoder, a stage names every modality, or the
+ * model's fusion cannot run on a subset of its encoders. s must outlive
+ * the cascade. */
+tm_status tm_cascade_new(tm_cascade **out, tm_session *s, const char *json, size_t len,
+                         const char *origin);
+tm_status tm_cascade_load(tm_cascade **out, tm_session *s, const char *path);
+void tm_cascade_free(tm_cascade *c); /* NULL is harmless */
+
+/* Stages before the full model; stage n is the full model ("full"). */
+int tm_cascade_stage_count(const tm_cascade *c);
+/* "text", "vision+audio", ..., "full" for i == count; NULL out of range. */
+const char *tm_cascade_stage_name(const tm_cascade *c, int i);
+double tm_cascade_threshold(const tm_cascade *c, int i);
+tm_status tm_cascade_set_threshold(tm_cascade *c, int i, double threshold);
+
+/* Class probabilities (n, num_classes) as tm_session_classify gives, each
+ * row from the stage that answered it; stage_used (may be NULL) gets that
+ * stage's index per example (count = the full model). Thread-safe: calls
+ * run one at a time. */
+tm_status tm_cascade_classify(tm_cascade *c, tm_example *const *ex, int n, float *probs,
+                              int *stage_used);
 
 /* -------------------------------------------------------------- server */
 
@@ -248,6 +335,10 @@ typedef struct {
      * /v1/embed 200 3.1 ms") and for notes; NULL: silent. */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
+    /* NULL: /v1/classify runs the full model. Else the cascade (made on
+     * the same session; it must outlive the server) answers it, and each
+     * answer says which stage did ("stage"). */
+    struct tm_cascade *cascade;
 } tm_server_params;
 
 tm_server_params tm_server_default_params(void);

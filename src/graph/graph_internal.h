@@ -89,11 +89,18 @@ struct tm_graph {
     float *prec_buf;        /* rounded GEMM operands (precision != TM_F32) */
     size_t prec_floats;
     float loss_scale;       /* backward seeds d root = loss_scale (default 1) */
+    /* prepared weights (prepared.c, tm_graph_prepare_weights) */
+    tm_weights weights;     /* the format of every n->prepared */
+    int n_prepared;         /* matmuls with n->prepared */
+    size_t prepared_bytes;  /* held by the prepared weights and prep_work */
+    void *prep_work;        /* int8: quantised activations of the largest one */
 };
 
 /* A matmul whose weight operand was prepared for inference (packed, int8,
  * bf16): computes n from n->src[0] and n->prepared. */
 void tm_prepared_matmul(tm_graph *g, tm_node *n);
+/* Frees every n->prepared and g->prep_work (tm_graph_free). */
+void tm_prepared_free_all(tm_graph *g);
 
 /* Records the first build error of g (see tm_graph_fail); returns NULL. */
 tm_node *tm_graph_fail_v(tm_graph *g, tm_status s, const char *fmt, va_list ap);

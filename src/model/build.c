@@ -394,6 +394,7 @@ static tm_node *build_decoder(tm_model_graph *mg, tm_node *ids, tm_node *ctx, tm
     tm_graph *g = mg->g;
     const model_cfg *c = &mg->m->cfg;
     model_layers *L = mg->L;
+    if (!ids) return NULL; /* an earlier op failed (out of memory): the graph reports it */
     int64_t T = tm_node_shape(ids)[1];
     tm_node *x = tm_nn_embedding_forward(g, &L->cap_tok, ids); /* (B', T', C) */
     if (L->cap_pos.table) x = tm_add(g, x, tm_slice(g, L->cap_pos.table, 0, 0, T, 1));
@@ -677,6 +678,10 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
     if ((s = build(mg))) goto fail;
     if ((s = tm_graph_compile(mg->g, mg->root,
                               mode == TM_MODEL_TRAIN ? TM_GRAPH_TRAIN : TM_GRAPH_INFER)))
+        goto fail;
+    /* inference: weights prepared as the model says (tm_model_set_weights) */
+    if (mode != TM_MODEL_TRAIN && mg->opts.precision == TM_F32 && m->weights &&
+        (s = tm_graph_prepare_weights(mg->g, (tm_weights)m->weights)))
         goto fail;
     if (mg->type_ids) {
         /* 0 for the fusion CLS token, 1 + i for encoder i's tokens */

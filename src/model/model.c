@@ -605,6 +605,55 @@ static void list_add(char *list, size_t size, int *count, const char *name)
     (*count)++;
 }
 
+/* An int8 folder (docs/quantization.md): the scales of tensor `name` are
+ * "<name>.qscale", F32 (shape[0]); checks them. */
+#define QSCALE ".qscale"
+
+static int is_qscale(const char *name)
+{
+    size_t n = strlen(name), k = strlen(QSCALE);
+    return n > k && !strcmp(name + n - k, QSCALE);
+}
+
+static tm_status check_qscale(const tm_safetensors *st, const char *path, const tm_model *m,
+                              const char *sname)
+{
+    char base[512];
+    size_t len = strlen(sname) - strlen(QSCALE);
+    if (len >= sizeof base) return tm_fail(TM_ERR_FORMAT, "%s: tensor name '%s' too long", path, sname);
+    memcpy(base, sname, len);
+    base[len] = 0;
+    int k = tm_model_entry_find(m, base), i = tm_safetensors_find(st, base);
+    tm_safetensors_entry fe, qe;
+    if (k < 0 || i < 0 || tm_safetensors_info(st, i, &qe) || qe.dtype != TM_I8 || !qe.supported)
+        return tm_fail(TM_ERR_FORMAT, "%s: scales '%s' belong to no I8 weight '%s'", path, sname,
+                       base);
+    if (tm_safetensors_info(st, tm_safetensors_find(st, sname), &fe) || !fe.supported ||
+        fe.dtype != TM_F32 || fe.ndim != 1 || fe.shape[0] != m->t[k].shape[0])
+        return tm_fail(TM_ERR_FORMAT, "%s: scales '%s' must be F32 of shape (%lld)", path, sname,
+                       (long long)m->t[k].shape[0]);
+    return TM_OK;
+}
+
+/* dst (numel) = q * scale[row], rows along axis 0. */
+static tm_status dequantize(float *dst, const tm_tensor *q, const tm_tensor *scale, size_t numel,
+                            const char *path, const char *name)
+{
+    int64_t rows = scale->shape[0];
+    size_t inner = rows > 0 ? numel / (size_t)rows : 0;
+    const int8_t *qd = q->data;
+    const float *sd = scale->data;
+    for (int64_t r = 0; r < rows; r++) {
+        if (!isfinite(sd[r]) || sd[r] < 0)
+            return tm_fail(TM_ERR_FORMAT, "%s: scale %lld of '%s' is %g; scales must be finite "
+                           "and >= 0 (re-run trimodal quantize)", path, (long long)r, name,
+                           (double)sd[r]);
+        for (size_t j = 0; j < inner; j++)
+            dst[(size_t)r * inner + j] = (float)qd[(size_t)r * inner + j] * sd[r];
+    }
+    return TM_OK;
+}
+
 static tm_status load_weights(tm_model *m, const char *path)
 {
     tm_safetensors *st;
@@ -613,9 +662,24 @@ static tm_status load_weights(tm_model *m, const char *path)
     char missing[600] = "", unexpected[600] = "";
     int n_missing = 0, n_unexpected = 0;
     int n = tm_safetensors_count(st);
+    const char *qname = tm_safetensors_metadata(st, "quantization");
+    int quant = TM_WEIGHTS_PLAIN;
+    if (qname && !strcmp(qname, "int8")) {
+        quant = TM_WEIGHTS_I8;
+    } else if (qname && !strcmp(qname, "bf16")) {
+        quant = TM_WEIGHTS_BF16;
+    } else if (qname) {
+        s = tm_fail(TM_ERR_FORMAT, "%s: unknown \"quantization\": \"%.40s\" in the metadata; this "
+                    "build reads \"int8\" and \"bf16\"", path, qname);
+        goto done;
+    }
     for (int i = 0; i < n; i++) {
         tm_safetensors_entry fe;
         if ((s = tm_safetensors_info(st, i, &fe))) goto done;
+        if (quant == TM_WEIGHTS_I8 && is_qscale(fe.name)) {
+            if ((s = check_qscale(st, path, m, fe.name))) goto done;
+            continue;
+        }
         int k = tm_model_entry_find(m, fe.name);
         if (k < 0) {
             list_add(unexpected, sizeof unexpected, &n_unexpected, fe.name);
@@ -631,6 +695,19 @@ static tm_status load_weights(tm_model *m, const char *path)
             s = tm_fail(TM_ERR_FORMAT, "%s: tensor '%s' has shape %s; the config implies %s", path,
                         fe.name, a, b);
             goto done;
+        }
+        if (fe.supported && fe.dtype == TM_I8) {
+            char sname[512];
+            snprintf(sname, sizeof sname, "%s" QSCALE, fe.name);
+            if (quant != TM_WEIGHTS_I8 || tm_safetensors_find(st, sname) < 0) {
+                s = tm_fail(TM_ERR_FORMAT, "%s: tensor '%s' is I8 but %s; an int8 model needs "
+                            "both (write it with trimodal quantize)", path, fe.name,
+                            quant != TM_WEIGHTS_I8 ? "the metadata has no \"quantization\": "
+                                                     "\"int8\"" : "its scales '<name>.qscale' "
+                                                     "are missing");
+                goto done;
+            }
+            continue;
         }
         if (!fe.supported || !(fe.dtype == TM_F32 || fe.dtype == TM_BF16 || fe.dtype == TM_F16)) {
             s = tm_fail(TM_ERR_FORMAT, "%s: tensor '%s' is %s; weights must be F32, BF16 or F16",
@@ -653,11 +730,22 @@ static tm_status load_weights(tm_model *m, const char *path)
         if (tm_safetensors_find(st, e->name) < 0) continue;
         tm_tensor src, *dst = NULL;
         if ((s = tm_safetensors_get(st, e->name, &src))) goto done;
+        if (src.dtype == TM_I8) {
+            char sname[512];
+            tm_tensor sc;
+            snprintf(sname, sizeof sname, "%s" QSCALE, e->name);
+            if ((s = tm_safetensors_get(st, sname, &sc))) goto done;
+            if ((s = dequantize(m->params + e->offset, &src, &sc, e->numel, path, e->name)))
+                goto done;
+            continue;
+        }
         if ((s = tm_tensor_wrap(&dst, m->params + e->offset, TM_F32, e->ndim, e->shape))) goto done;
         s = tm_tensor_copy(dst, &src);
         tm_tensor_free(dst);
         if (s) goto done;
     }
+    m->quant = quant;
+    m->weights = quant;
 done:
     tm_safetensors_close(st);
     return s;
@@ -668,11 +756,22 @@ tm_status tm_model_load(tm_model **out, const char *dir)
     if (!out || !dir) return tm_fail(TM_ERR_INVALID, "model_load: NULL argument");
     *out = NULL;
     char path[4096];
-    tm_status s = join(path, sizeof path, dir, "config.json");
+    /* a folder with checksums.json is verified first (docs/security.md);
+     * model.safetensors checks its own embedded checksum when opened */
+    tm_status s = tm_dir_checksums_verify(dir, TM_VERIFY_SKIP_SAFETENSORS, NULL);
+    if (!s) s = join(path, sizeof path, dir, "config.json");
     tm_model *m = NULL;
     if (!s) s = tm_model_new_from_config(&m, path);
     if (!s) s = join(path, sizeof path, dir, "model.safetensors");
     if (!s) s = load_weights(m, path);
+    if (!s && getenv("TRIMODAL_WEIGHTS")) { /* docs/quantization.md */
+        int w = tm_weights_from_name(getenv("TRIMODAL_WEIGHTS"));
+        if (w < 0)
+            s = tm_fail(TM_ERR_INVALID, "TRIMODAL_WEIGHTS=%.40s: use plain, f32, bf16 or int8",
+                        getenv("TRIMODAL_WEIGHTS"));
+        else
+            m->weights = w;
+    }
     if (s) {
         tm_model_free(m);
         return s;

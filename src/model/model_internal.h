@@ -185,6 +185,8 @@ struct tm_model {
     size_t n_params, n_trainable;
     float *params;
     float *grads; /* allocated with the first training graph */
+    int weights;  /* tm_weights of its inference graphs (quant.c) */
+    int quant;    /* how its folder stored it: TM_WEIGHTS_PLAIN (f32), _I8, _BF16 */
 };
 
 /* Index of the entry called name, or -1. */

@@ -97,7 +97,10 @@ static void run_batch(batcher *b, job **batch, int n, int kind, float *scratch, 
         ex[i] = batch[i]->ex;
     double t0 = tm_time_s();
     tm_status st;
-    if (kind == KIND_CLASSIFY)
+    int stages[1024];
+    if (kind == KIND_CLASSIFY && b->cascade)
+        st = tm_cascade_classify(b->cascade, ex, n, scratch, stages);
+    else if (kind == KIND_CLASSIFY)
         st = tm_session_classify(b->session, ex, n, scratch);
     else if (kind == KIND_EMBED)
         st = tm_session_embed(b->session, ex, n, scratch);
@@ -121,6 +124,7 @@ static void run_batch(batcher *b, job **batch, int n, int kind, float *scratch, 
     for (int i = 0; i < n; i++) {
         job *j = batch[i];
         if (!st && kind == KIND_CAPTION) j->caption = caps[i];
+        j->stage = !st && kind == KIND_CLASSIFY && b->cascade ? stages[i] : -1;
         if (!st && kind != KIND_CAPTION && !j->out)
             finish(j, TM_ERR_NOMEM, "out of memory");
         else
@@ -188,7 +192,9 @@ static void *batcher_main(void *arg)
 tm_status bat_start(batcher *b, tm_session *s, metrics *met, int max_batch, double max_wait_ms,
                     int cap)
 {
+    tm_cascade *cascade = b->cascade; /* the one field a caller sets before */
     memset(b, 0, sizeof *b);
+    b->cascade = cascade;
     pthread_mutex_init(&b->lock, NULL);
     cond_init_mono(&b->wake);
     b->session = s;

@@ -1,5 +1,7 @@
 /* The search index: every item of a manifest embedded per modality,
- * stored as a safetensors file, searched exactly with the engine's GEMM. */
+ * stored as a safetensors file. Four types (docs/search.md): exact (f32
+ * rows, the engine's GEMM), exact-int8 (int8 rows with a scale each) and,
+ * through FAISS (faiss_shim.h), ivf and hnsw. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "serve/faiss_shim.h"
 #include "serve/serve_internal.h"
 #include "trimodal/io.h"
 #include "trimodal/ops.h"
@@ -28,9 +31,22 @@ struct tm_index {
     char model[256];
     char fingerprint[17];
     tm_safetensors *st; /* a loaded index maps its file */
+    tm_index_type type;
+    int nlist, nprobe, hnsw_m, ef_search; /* ivf, hnsw settings */
+    int8_t *q8[SLOTS];    /* exact-int8: (rows, dim); owned when st is NULL */
+    float *scale[SLOTS];  /* exact-int8: (rows), row r is q8[r] * scale[r] */
+    tm_faiss *fx[SLOTS];  /* ivf, hnsw: FAISS's index of emb rows */
 };
 
+static const char *const type_name[TM_INDEX_TYPE_COUNT] = {"exact", "exact-int8", "ivf", "hnsw"};
+
+#define DEFAULT_HNSW_M 32
+#define DEFAULT_EF_SEARCH 64
+#define HNSW_EF_CONSTRUCTION 40
+
 static const char *const field_key[4] = {"id", "text", "image", "audio"};
+
+static tm_status index_finish(tm_index *idx, const tm_index_build_params *p);
 
 static int slot_of(unsigned bit)
 {
@@ -53,7 +69,11 @@ void tm_index_free(tm_index *idx)
         for (int k = 0; k < SLOTS; k++) {
             free(idx->emb[k]);
             free(idx->item[k]);
+            free(idx->q8[k]);
+            free(idx->scale[k]);
         }
+    for (int k = 0; k < SLOTS; k++)
+        tm_faiss_free(idx->fx[k]);
     for (int f = 0; f < 4; f++) {
         if (idx->field[f])
             for (int64_t i = 0; i < idx->count; i++)
@@ -244,8 +264,212 @@ tm_status tm_index_build(tm_index **out, tm_session *s, const tm_manifest *m,
         for (int f = 0; f < 4; f++)
             free(idx->field[f][i]), idx->field[f][i] = NULL;
     idx->count = kept;
+    if ((st = index_finish(idx, &p))) {
+        tm_index_free(idx);
+        return st;
+    }
     if (skipped) *skipped = bad;
     *out = idx;
+    return TM_OK;
+}
+
+/* ----------------------------------------------------------- index types */
+
+const char *tm_index_type_name(tm_index_type t)
+{
+    return (unsigned)t < TM_INDEX_TYPE_COUNT ? type_name[t] : "unknown";
+}
+
+tm_status tm_index_type_from_name(const char *name, tm_index_type *out)
+{
+    for (int t = 0; name && t < TM_INDEX_TYPE_COUNT; t++)
+        if (!strcmp(name, type_name[t])) {
+            if (out) *out = (tm_index_type)t;
+            return TM_OK;
+        }
+    return tm_fail(TM_ERR_INVALID,
+                   "unknown index type '%s': use exact, exact-int8, ivf or hnsw",
+                   name ? name : "(null)");
+}
+
+int tm_index_type_available(tm_index_type t)
+{
+#ifdef TM_HAVE_FAISS
+    return (unsigned)t < TM_INDEX_TYPE_COUNT;
+#else
+    return t == TM_INDEX_EXACT || t == TM_INDEX_EXACT_INT8;
+#endif
+}
+
+static tm_status faiss_status(int code, const char *what, const char *msg)
+{
+    tm_status st = code == TM_FAISS_NOMEM     ? TM_ERR_NOMEM
+                   : code == TM_FAISS_FORMAT  ? TM_ERR_FORMAT
+                   : code == TM_FAISS_ABSENT  ? TM_ERR_UNSUPPORTED
+                                              : TM_ERR_INVALID;
+    return tm_fail(st, "%s: %s", what, msg);
+}
+
+/* Checks the type's settings and fills in the defaults for `rows` rows
+ * (the largest modality). */
+static tm_status resolve_params(tm_index *idx, const tm_index_build_params *p, int64_t rows)
+{
+    if ((unsigned)p->type >= TM_INDEX_TYPE_COUNT)
+        return tm_fail(TM_ERR_INVALID, "index: unknown index type %d", (int)p->type);
+    if (!tm_index_type_available(p->type)) {
+        char err[512];
+        tm_faiss *none = NULL;
+        int code = tm_faiss_build(&none, &(tm_faiss_build_params){0}, 0, 0, NULL, err, sizeof err);
+        return faiss_status(code ? code : TM_FAISS_ABSENT, "index", err);
+    }
+    if (p->nlist < 0 || p->nlist > (1 << 22))
+        return tm_fail(TM_ERR_INVALID, "index: nlist must be 1..4194304 (0: sqrt(rows)), got %d",
+                       p->nlist);
+    if (p->nprobe < 0 || p->nprobe > (1 << 22))
+        return tm_fail(TM_ERR_INVALID, "index: nprobe must be 1..nlist (0: default), got %d",
+                       p->nprobe);
+    if (p->hnsw_m && (p->hnsw_m < 2 || p->hnsw_m > 256))
+        return tm_fail(TM_ERR_INVALID, "index: the HNSW M must be 2..256 (0: 32), got %d",
+                       p->hnsw_m);
+    if (p->ef_search < 0 || p->ef_search > 65536)
+        return tm_fail(TM_ERR_INVALID, "index: ef_search must be 1..65536 (0: 64), got %d",
+                       p->ef_search);
+    idx->type = p->type;
+    idx->nlist = idx->nprobe = idx->hnsw_m = idx->ef_search = 0;
+    if (p->type == TM_INDEX_IVF) {
+        int64_t nl = p->nlist ? p->nlist : (int64_t)(sqrt((double)rows) + 0.5);
+        idx->nlist = (int)(nl < 1 ? 1 : nl > rows ? rows : nl);
+        int np = p->nprobe ? p->nprobe : (idx->nlist / 8 > 8 ? idx->nlist / 8 : 8);
+        idx->nprobe = np > idx->nlist ? idx->nlist : np;
+    } else if (p->type == TM_INDEX_HNSW) {
+        idx->hnsw_m = p->hnsw_m ? p->hnsw_m : DEFAULT_HNSW_M;
+        idx->ef_search = p->ef_search ? p->ef_search : DEFAULT_EF_SEARCH;
+    }
+    return TM_OK;
+}
+
+/* Row r of x as int8 with one scale: q = round(x / s), s = max |x| / 127. */
+static void quantize_rows(int8_t *q, float *scale, const float *x, int64_t rows, int64_t dim)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *v = x + r * dim;
+        float m = 0.0f;
+        for (int64_t d = 0; d < dim; d++)
+            m = fabsf(v[d]) > m ? fabsf(v[d]) : m;
+        float s = m > 0.0f ? m / 127.0f : 1.0f, inv = 1.0f / s;
+        for (int64_t d = 0; d < dim; d++) {
+            float t = nearbyintf(v[d] * inv);
+            q[r * dim + d] = (int8_t)(t > 127.0f ? 127.0f : t < -127.0f ? -127.0f : t);
+        }
+        scale[r] = s;
+    }
+}
+
+/* Turns a freshly built exact index (owned f32 rows) into the type of p:
+ * quantises the rows or hands them to FAISS, then frees them. */
+static tm_status index_finish(tm_index *idx, const tm_index_build_params *p)
+{
+    int64_t most = 0;
+    for (int k = 0; k < SLOTS; k++)
+        most = idx->rows[k] > most ? idx->rows[k] : most;
+    tm_status st = resolve_params(idx, p, most ? most : 1);
+    for (int k = 0; !st && k < SLOTS; k++) {
+        int64_t n = idx->rows[k], dim = idx->dim;
+        if (!n || idx->type == TM_INDEX_EXACT) continue;
+        if (idx->type == TM_INDEX_EXACT_INT8) {
+            idx->q8[k] = malloc((size_t)(n * dim));
+            idx->scale[k] = malloc((size_t)n * sizeof(float));
+            if (!idx->q8[k] || !idx->scale[k]) {
+                st = tm_fail(TM_ERR_NOMEM, "index: out of memory for %lld int8 rows",
+                             (long long)n);
+                break;
+            }
+            quantize_rows(idx->q8[k], idx->scale[k], idx->emb[k], n, dim);
+        } else {
+            tm_faiss_build_params fp = {0};
+            fp.kind = idx->type == TM_INDEX_IVF ? TM_FAISS_IVF : TM_FAISS_HNSW;
+            fp.nlist = idx->nlist < n ? idx->nlist : (int)n;
+            fp.hnsw_m = idx->hnsw_m;
+            fp.ef_construction = HNSW_EF_CONSTRUCTION;
+            fp.threads = tm_get_num_threads();
+            char err[512];
+            int code = tm_faiss_build(&idx->fx[k], &fp, dim, n, idx->emb[k], err, sizeof err);
+            if (code) {
+                st = faiss_status(code, "index build", err);
+                break;
+            }
+        }
+        free(idx->emb[k]);
+        idx->emb[k] = NULL;
+    }
+    return st;
+}
+
+tm_status tm_index_from_vectors(tm_index **out, const float *vectors, int64_t n, int64_t dim,
+                                unsigned modality, const tm_index_build_params *params)
+{
+    if (!out) return tm_fail(TM_ERR_INVALID, "index_from_vectors: NULL out");
+    *out = NULL;
+    int k = slot_of(modality);
+    if (!vectors || n < 1 || n > INT32_MAX || dim < 1 || dim > (1 << 20) || k < 0)
+        return tm_fail(TM_ERR_INVALID,
+                       "index_from_vectors: give 1..2^31-1 vectors of 1..2^20 values and one "
+                       "modality bit");
+    for (int64_t v = 0; v < n * dim; v++)
+        if (!isfinite(vectors[v]))
+            return tm_fail(TM_ERR_INVALID, "index_from_vectors: vector %lld is not finite",
+                           (long long)(v / dim));
+    tm_index_build_params p = params ? *params : tm_index_build_default_params();
+    tm_index *idx = index_alloc(n);
+    tm_status st = idx ? TM_OK : tm_fail(TM_ERR_NOMEM, "out of memory");
+    if (!st && (!(idx->emb[k] = malloc((size_t)(n * dim) * sizeof(float))) ||
+                !(idx->item[k] = malloc((size_t)n * sizeof(int32_t)))))
+        st = tm_fail(TM_ERR_NOMEM, "index_from_vectors: out of memory for %lld rows",
+                     (long long)n);
+    for (int64_t i = 0; !st && i < n; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)i);
+        idx->item[k][i] = (int32_t)i;
+        if (!(idx->field[0][i] = strdup(id))) st = tm_fail(TM_ERR_NOMEM, "out of memory");
+    }
+    if (!st) {
+        memcpy(idx->emb[k], vectors, (size_t)(n * dim) * sizeof(float));
+        idx->rows[k] = n;
+        idx->dim = dim;
+        snprintf(idx->model, sizeof idx->model, "vectors");
+        snprintf(idx->fingerprint, sizeof idx->fingerprint, "0000000000000000");
+        st = index_finish(idx, &p);
+    }
+    if (st) {
+        tm_index_free(idx);
+        return st;
+    }
+    *out = idx;
+    return TM_OK;
+}
+
+tm_index_build_params tm_index_params(const tm_index *idx)
+{
+    tm_index_build_params p = tm_index_build_default_params();
+    if (!idx) return p;
+    p.type = idx->type;
+    p.nlist = idx->nlist;
+    p.nprobe = idx->nprobe;
+    p.hnsw_m = idx->hnsw_m;
+    p.ef_search = idx->ef_search;
+    return p;
+}
+
+tm_status tm_index_set_search(tm_index *idx, int nprobe, int ef_search)
+{
+    if (!idx) return tm_fail(TM_ERR_INVALID, "index_set_search: NULL index");
+    if (nprobe < 0 || (idx->type == TM_INDEX_IVF && nprobe > idx->nlist))
+        return tm_fail(TM_ERR_INVALID, "nprobe must be 1..%d (the index's nlist), got %d",
+                       idx->type == TM_INDEX_IVF ? idx->nlist : 0, nprobe);
+    if (ef_search < 0 || ef_search > 65536)
+        return tm_fail(TM_ERR_INVALID, "ef_search must be 1..65536, got %d", ef_search);
+    if (idx->type == TM_INDEX_IVF && nprobe) idx->nprobe = nprobe;
+    if (idx->type == TM_INDEX_HNSW && ef_search) idx->ef_search = ef_search;
     return TM_OK;
 }
 
@@ -254,35 +478,71 @@ tm_status tm_index_build(tm_index **out, tm_session *s, const tm_manifest *m,
 tm_status tm_index_save(const tm_index *idx, const char *path)
 {
     if (!idx || !path) return tm_fail(TM_ERR_INVALID, "index_save: NULL index or path");
-    tm_tensor t[2 * SLOTS];
-    tm_named_tensor nt[2 * SLOTS];
-    char names[2 * SLOTS][32];
+    tm_tensor t[3 * SLOTS];
+    tm_named_tensor nt[3 * SLOTS];
+    char names[3 * SLOTS][32];
+    unsigned char *blob[SLOTS] = {NULL};
     int n = 0;
-    for (int k = 0; k < SLOTS; k++) {
+    tm_status st = TM_OK;
+    for (int k = 0; !st && k < SLOTS; k++) {
         if (!idx->rows[k]) continue;
-        tm_tensor *e = &t[n], *it = &t[n + 1];
+        int64_t rows = idx->rows[k];
+        tm_tensor *e = &t[n];
         memset(e, 0, sizeof *e);
+        if (idx->type == TM_INDEX_EXACT || idx->type == TM_INDEX_EXACT_INT8) {
+            int q = idx->type == TM_INDEX_EXACT_INT8;
+            e->dtype = q ? TM_I8 : TM_F32;
+            e->ndim = 2;
+            e->shape[0] = rows;
+            e->shape[1] = idx->dim;
+            e->stride[0] = idx->dim;
+            e->stride[1] = 1;
+            e->data = q ? (void *)idx->q8[k] : (void *)idx->emb[k];
+            snprintf(names[n], sizeof names[n], "%s.%s", q ? "emb8" : "emb", slot_name[k]);
+            nt[n] = (tm_named_tensor){names[n], e};
+            n++;
+            if (q) {
+                tm_tensor *sc = &t[n];
+                memset(sc, 0, sizeof *sc);
+                sc->dtype = TM_F32;
+                sc->ndim = 1;
+                sc->shape[0] = rows;
+                sc->stride[0] = 1;
+                sc->data = idx->scale[k];
+                snprintf(names[n], sizeof names[n], "scale.%s", slot_name[k]);
+                nt[n] = (tm_named_tensor){names[n], sc};
+                n++;
+            }
+        } else {
+            size_t len = 0;
+            char err[512];
+            int code = tm_faiss_serialize(idx->fx[k], &blob[k], &len, err, sizeof err);
+            if (code) {
+                st = faiss_status(code, "index_save", err);
+                break;
+            }
+            e->dtype = TM_I8;
+            e->ndim = 1;
+            e->shape[0] = (int64_t)len;
+            e->stride[0] = 1;
+            e->data = blob[k];
+            snprintf(names[n], sizeof names[n], "faiss.%s", slot_name[k]);
+            nt[n] = (tm_named_tensor){names[n], e};
+            n++;
+        }
+        tm_tensor *it = &t[n];
         memset(it, 0, sizeof *it);
-        e->dtype = TM_F32;
-        e->ndim = 2;
-        e->shape[0] = idx->rows[k];
-        e->shape[1] = idx->dim;
-        e->stride[0] = idx->dim;
-        e->stride[1] = 1;
-        e->data = idx->emb[k];
         it->dtype = TM_I32;
         it->ndim = 1;
-        it->shape[0] = idx->rows[k];
+        it->shape[0] = rows;
         it->stride[0] = 1;
         it->data = idx->item[k];
-        snprintf(names[n], sizeof names[n], "emb.%s", slot_name[k]);
-        snprintf(names[n + 1], sizeof names[n + 1], "item.%s", slot_name[k]);
-        nt[n] = (tm_named_tensor){names[n], e};
-        nt[n + 1] = (tm_named_tensor){names[n + 1], it};
-        n += 2;
+        snprintf(names[n], sizeof names[n], "item.%s", slot_name[k]);
+        nt[n] = (tm_named_tensor){names[n], it};
+        n++;
     }
-    cJSON *items = cJSON_CreateArray();
-    tm_status st = items ? TM_OK : tm_fail(TM_ERR_NOMEM, "out of memory");
+    cJSON *items = st ? NULL : cJSON_CreateArray();
+    if (!st && !items) st = tm_fail(TM_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; !st && i < idx->count; i++) {
         cJSON *o = cJSON_CreateObject();
         if (!o || !cJSON_AddItemToArray(items, o)) {
@@ -305,12 +565,21 @@ tm_status tm_index_save(const tm_index *idx, const char *path)
             if (mods[0]) strcat(mods, ",");
             strcat(mods, slot_name[k]);
         }
-    const char *keys[] = {"format", "version", "model",      "fingerprint",
-                          "dim",    "count",   "modalities", "items"};
-    const char *vals[] = {"trimodal-index", "1", idx->model, idx->fingerprint, dim, count, mods,
-                          items_text};
-    if (!st) st = tm_safetensors_write(path, nt, n, keys, vals, 8);
+    char nlist[16], nprobe[16], hnsw_m[16], ef[16];
+    snprintf(nlist, sizeof nlist, "%d", idx->nlist);
+    snprintf(nprobe, sizeof nprobe, "%d", idx->nprobe);
+    snprintf(hnsw_m, sizeof hnsw_m, "%d", idx->hnsw_m);
+    snprintf(ef, sizeof ef, "%d", idx->ef_search);
+    const char *keys[] = {"format", "version", "model",  "fingerprint", "dim",
+                          "count",  "modalities", "items", "type", "nlist",
+                          "nprobe", "hnsw_m",  "ef_search"};
+    const char *vals[] = {"trimodal-index", "1",    idx->model,  idx->fingerprint,
+                          dim,              count,  mods,        items_text,
+                          tm_index_type_name(idx->type), nlist, nprobe, hnsw_m, ef};
+    if (!st) st = tm_safetensors_write(path, nt, n, keys, vals, 13);
     free(items_text);
+    for (int k = 0; k < SLOTS; k++)
+        free(blob[k]);
     return st;
 }
 
@@ -347,6 +616,39 @@ tm_status tm_index_load(tm_index **out, const char *path)
         st = tm_fail(TM_ERR_FORMAT, "%s: bad \"dim\" in the metadata", path);
     else if (!parse_count(tm_safetensors_metadata(st_file, "count"), INT32_MAX, &count))
         st = tm_fail(TM_ERR_FORMAT, "%s: bad \"count\" in the metadata", path);
+    /* the type (files from before types were exact) and its settings */
+    tm_index_type type = TM_INDEX_EXACT;
+    int64_t set[4] = {0}; /* nlist, nprobe, hnsw_m, ef_search */
+    static const char *const set_key[4] = {"nlist", "nprobe", "hnsw_m", "ef_search"};
+    const char *type_text = tm_safetensors_metadata(st_file, "type");
+    if (!st && type_text && tm_index_type_from_name(type_text, &type))
+        st = tm_fail(TM_ERR_FORMAT,
+                     "%s: unknown index type '%.40s' (this trimodal reads exact, exact-int8, "
+                     "ivf and hnsw)",
+                     path, type_text);
+    if (!st && !tm_index_type_available(type)) {
+        char err[512];
+        tm_faiss *none = NULL;
+        int code = tm_faiss_deserialize(&none, 0, 0, 0, NULL, 0, err, sizeof err);
+        st = faiss_status(code ? code : TM_FAISS_ABSENT, path, err);
+    }
+    for (int i = 0; !st && type_text && i < 4; i++)
+        if (!parse_count(tm_safetensors_metadata(st_file, set_key[i]), 1 << 22, &set[i]))
+            st = tm_fail(TM_ERR_FORMAT, "%s: bad \"%s\" in the metadata", path, set_key[i]);
+    if (!st && type == TM_INDEX_IVF && (set[0] < 1 || set[1] < 1 || set[1] > set[0]))
+        st = tm_fail(TM_ERR_FORMAT, "%s: an ivf index needs 1 <= nprobe <= nlist", path);
+    if (!st && type == TM_INDEX_HNSW && (set[2] < 2 || set[2] > 256 || set[3] < 1 || set[3] > 65536))
+        st = tm_fail(TM_ERR_FORMAT, "%s: an hnsw index needs hnsw_m 2..256, ef_search 1..65536",
+                     path);
+    if (!st && (type == TM_INDEX_IVF || type == TM_INDEX_HNSW)) {
+        if (!tm_safetensors_checksum(st_file))
+            /* FAISS trusts its own bytes: read them only from a file whose
+             * checksum says they are the ones trimodal wrote */
+            st = tm_fail(TM_ERR_FORMAT,
+                         "%s: an %s index without its checksum (\"__checksum__\"); rebuild it "
+                         "with trimodal search build",
+                         path, type_name[type]);
+    }
     tm_index *idx = NULL;
     if (!st && !(idx = index_alloc(count))) st = tm_fail(TM_ERR_NOMEM, "out of memory");
     if (st) {
@@ -355,6 +657,11 @@ tm_status tm_index_load(tm_index **out, const char *path)
     }
     idx->st = st_file;
     idx->dim = dim;
+    idx->type = type;
+    idx->nlist = (int)set[0];
+    idx->nprobe = (int)set[1];
+    idx->hnsw_m = (int)set[2];
+    idx->ef_search = (int)set[3];
     const char *model = tm_safetensors_metadata(st_file, "model");
     const char *fp = tm_safetensors_metadata(st_file, "fingerprint");
     snprintf(idx->model, sizeof idx->model, "%s", model ? model : "");
@@ -386,12 +693,17 @@ tm_status tm_index_load(tm_index **out, const char *path)
         }
     }
     cJSON_Delete(items);
-    /* tensors: only emb.<m> and item.<m> pairs */
+    /* tensors: per modality item.<m> and, by type, emb.<m> (exact),
+     * emb8.<m> and scale.<m> (exact-int8) or faiss.<m> (ivf, hnsw) */
+    const char *vec_name = type == TM_INDEX_EXACT        ? "emb"
+                           : type == TM_INDEX_EXACT_INT8 ? "emb8"
+                                                         : "faiss";
     int nt = tm_safetensors_count(st_file), seen = 0;
     for (int k = 0; !st && k < SLOTS; k++) {
-        char en[32], in[32];
-        snprintf(en, sizeof en, "emb.%s", slot_name[k]);
+        char en[32], in[32], sn[32];
+        snprintf(en, sizeof en, "%s.%s", vec_name, slot_name[k]);
         snprintf(in, sizeof in, "item.%s", slot_name[k]);
+        snprintf(sn, sizeof sn, "scale.%s", slot_name[k]);
         int ie = tm_safetensors_find(st_file, en), ii = tm_safetensors_find(st_file, in);
         if (ie < 0 && ii < 0) continue;
         if (ie < 0 || ii < 0) {
@@ -404,33 +716,75 @@ tm_status tm_index_load(tm_index **out, const char *path)
         if ((st = tm_safetensors_get(st_file, en, &e)) ||
             (st = tm_safetensors_get(st_file, in, &it)))
             break;
-        if (e.dtype != TM_F32 || e.ndim != 2 || e.shape[1] != dim) {
-            st = tm_fail(TM_ERR_FORMAT, "%s: %s must be F32 of shape (rows, %lld)", path, en,
-                         (long long)dim);
+        if (it.dtype != TM_I32 || it.ndim != 1 || it.shape[0] < 1) {
+            st = tm_fail(TM_ERR_FORMAT, "%s: %s must be I32 of shape (rows)", path, in);
             break;
         }
-        if (it.dtype != TM_I32 || it.ndim != 1 || it.shape[0] != e.shape[0]) {
-            st = tm_fail(TM_ERR_FORMAT, "%s: %s must be I32 of shape (%lld)", path, in,
-                         (long long)e.shape[0]);
+        int64_t rows = it.shape[0];
+        if (type == TM_INDEX_EXACT &&
+            (e.dtype != TM_F32 || e.ndim != 2 || e.shape[1] != dim || e.shape[0] != rows)) {
+            st = tm_fail(TM_ERR_FORMAT, "%s: %s must be F32 of shape (%lld, %lld)", path, en,
+                         (long long)rows, (long long)dim);
             break;
         }
-        idx->rows[k] = e.shape[0];
-        idx->emb[k] = e.data;
+        if (type == TM_INDEX_EXACT_INT8) {
+            tm_tensor sc;
+            if (e.dtype != TM_I8 || e.ndim != 2 || e.shape[1] != dim || e.shape[0] != rows) {
+                st = tm_fail(TM_ERR_FORMAT, "%s: %s must be I8 of shape (%lld, %lld)", path, en,
+                             (long long)rows, (long long)dim);
+                break;
+            }
+            if (tm_safetensors_find(st_file, sn) < 0) {
+                st = tm_fail(TM_ERR_FORMAT, "%s: %s without %s", path, en, sn);
+                break;
+            }
+            seen++;
+            if ((st = tm_safetensors_get(st_file, sn, &sc))) break;
+            if (sc.dtype != TM_F32 || sc.ndim != 1 || sc.shape[0] != rows) {
+                st = tm_fail(TM_ERR_FORMAT, "%s: %s must be F32 of shape (%lld)", path, sn,
+                             (long long)rows);
+                break;
+            }
+            idx->q8[k] = e.data;
+            idx->scale[k] = sc.data;
+            for (int64_t r = 0; !st && r < rows; r++)
+                if (!isfinite(idx->scale[k][r]) || idx->scale[k][r] < 0.0f)
+                    st = tm_fail(TM_ERR_FORMAT, "%s: %s holds a bad scale", path, sn);
+        }
+        if (type == TM_INDEX_IVF || type == TM_INDEX_HNSW) {
+            if (e.dtype != TM_I8 || e.ndim != 1 || e.shape[0] < 1) {
+                st = tm_fail(TM_ERR_FORMAT, "%s: %s must be I8 bytes", path, en);
+                break;
+            }
+            char err[512];
+            int code = tm_faiss_deserialize(&idx->fx[k],
+                                            type == TM_INDEX_IVF ? TM_FAISS_IVF : TM_FAISS_HNSW,
+                                            dim, rows, e.data, (size_t)e.shape[0], err, sizeof err);
+            if (code) {
+                st = tm_fail(code == TM_FAISS_NOMEM ? TM_ERR_NOMEM : TM_ERR_FORMAT,
+                             "%s: %s: %s (rebuild the index with trimodal search build)", path,
+                             en, err);
+                break;
+            }
+        }
+        idx->rows[k] = rows;
         idx->item[k] = it.data;
-        for (int64_t r = 0; !st && r < idx->rows[k]; r++)
+        if (type == TM_INDEX_EXACT) idx->emb[k] = e.data;
+        for (int64_t r = 0; !st && r < rows; r++)
             if (idx->item[k][r] < 0 || idx->item[k][r] >= count)
                 st = tm_fail(TM_ERR_FORMAT, "%s: %s[%lld] = %d is not an item (count %lld)", path,
                              in, (long long)r, idx->item[k][r], (long long)count);
-        int64_t nv = idx->rows[k] * dim;
+        int64_t nv = type == TM_INDEX_EXACT ? rows * dim : 0;
         for (int64_t v = 0; !st && v < nv; v++)
             if (!isfinite(idx->emb[k][v]))
                 st = tm_fail(TM_ERR_FORMAT, "%s: %s holds a value that is not finite", path, en);
     }
     if (!st && seen != nt)
         st = tm_fail(TM_ERR_FORMAT,
-                     "%s: unexpected tensors (an index holds only emb.<modality> "
+                     "%s: unexpected tensors (a%s %s index holds only %s.<modality>%s "
                      "and item.<modality>)",
-                     path);
+                     path, type == TM_INDEX_EXACT_INT8 ? "n" : "", type_name[type], vec_name,
+                     type == TM_INDEX_EXACT_INT8 ? ", scale.<modality>" : "");
     if (st) {
         tm_index_free(idx);
         return st;
@@ -544,6 +898,45 @@ static int by_rank(const void *a, const void *b)
     return worse(x, y) ? 1 : worse(y, x) ? -1 : 0;
 }
 
+static int by_item(const void *a, const void *b)
+{
+    const tm_search_hit *x = a, *y = b;
+    if (x->item != y->item) return x->item < y->item ? -1 : 1;
+    return by_rank(a, b);
+}
+
+/* The k best rows of slot s into the heap h (*n of them), exactly. */
+static void slot_exact(const tm_index *idx, int s, const float *query, int k, float *scores,
+                       tm_search_hit *h, int *n)
+{
+    int64_t dim = idx->dim;
+    for (int64_t r0 = 0; r0 < idx->rows[s]; r0 += SEARCH_BLOCK) {
+        int64_t nr = idx->rows[s] - r0 < SEARCH_BLOCK ? idx->rows[s] - r0 : SEARCH_BLOCK;
+        if (idx->type == TM_INDEX_EXACT) {
+            /* scores (1, nr) = query (1, dim) . emb[r0 : r0 + nr]^T */
+            tm_sgemm(0, 1, 1, nr, dim, 1.0f, query, dim, idx->emb[s] + r0 * dim, dim, 0.0f,
+                     scores, nr);
+        } else {
+            /* int8 rows: scale[r] * (q8[r] . query), summed in f32 */
+            for (int64_t r = 0; r < nr; r++) {
+                const int8_t *q = idx->q8[s] + (r0 + r) * dim;
+                float acc[8] = {0};
+                int64_t d = 0;
+                for (; d + 8 <= dim; d += 8)
+                    for (int j = 0; j < 8; j++)
+                        acc[j] += (float)q[d + j] * query[d + j];
+                float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) +
+                            ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+                for (; d < dim; d++)
+                    sum += (float)q[d] * query[d];
+                scores[r] = sum * idx->scale[s][r0 + r];
+            }
+        }
+        for (int64_t r = 0; r < nr; r++)
+            offer(h, n, k, (tm_search_hit){idx->item[s][r0 + r], slot_bit[s], scores[r]});
+    }
+}
+
 tm_status tm_index_search(const tm_index *idx, const float *query, unsigned targets, int k,
                           tm_search_hit *hits, int *n_hits)
 {
@@ -561,45 +954,52 @@ tm_status tm_index_search(const tm_index *idx, const float *query, unsigned targ
     for (int64_t d = 0; d < idx->dim; d++)
         if (!isfinite(query[d]))
             return tm_fail(TM_ERR_INVALID, "index_search: the query is not finite");
-    int multi = 0;
-    for (int s = 0, c = 0; s < SLOTS; s++)
-        if ((targets & have & slot_bit[s]) && ++c > 1) multi = 1;
-    float *scores = malloc(SEARCH_BLOCK * sizeof *scores);
-    float *best = multi ? malloc((size_t)(idx->count ? idx->count : 1) * sizeof *best) : NULL;
-    unsigned char *best_mod = multi ? calloc((size_t)(idx->count ? idx->count : 1), 1) : NULL;
-    if (!scores || (multi && (!best || !best_mod))) {
+    /* Each modality's k best rows (an item has at most one row in each),
+     * then the best row of each item among them, then the k best items. */
+    int kk = (int64_t)k < idx->count ? k : (int)(idx->count ? idx->count : 1);
+    int exact = idx->type == TM_INDEX_EXACT || idx->type == TM_INDEX_EXACT_INT8;
+    tm_search_hit *cand = malloc((size_t)SLOTS * (size_t)kk * sizeof *cand);
+    float *scores = malloc((exact ? SEARCH_BLOCK : (size_t)kk) * sizeof *scores);
+    int64_t *labels = exact ? NULL : malloc((size_t)kk * sizeof *labels);
+    if (!cand || !scores || (!exact && !labels)) {
+        free(cand);
         free(scores);
-        free(best);
-        free(best_mod);
+        free(labels);
         return tm_fail(TM_ERR_NOMEM, "index_search: out of memory");
     }
-    for (int64_t i = 0; multi && i < idx->count; i++)
-        best[i] = -INFINITY;
-    int n = 0;
-    for (int s = 0; s < SLOTS; s++) {
+    tm_status st = TM_OK;
+    int nc = 0;
+    for (int s = 0; !st && s < SLOTS; s++) {
         if (!(targets & slot_bit[s]) || !idx->rows[s]) continue;
-        for (int64_t r0 = 0; r0 < idx->rows[s]; r0 += SEARCH_BLOCK) {
-            int64_t nr = idx->rows[s] - r0 < SEARCH_BLOCK ? idx->rows[s] - r0 : SEARCH_BLOCK;
-            /* scores (1, nr) = query (1, dim) . emb[r0 : r0 + nr]^T */
-            tm_sgemm(0, 1, 1, nr, idx->dim, 1.0f, query, idx->dim, idx->emb[s] + r0 * idx->dim,
-                     idx->dim, 0.0f, scores, nr);
-            for (int64_t r = 0; r < nr; r++) {
-                int32_t it = idx->item[s][r0 + r];
-                if (multi) {
-                    if (scores[r] > best[it]) best[it] = scores[r], best_mod[it] = (unsigned char)s;
-                } else {
-                    offer(hits, &n, k, (tm_search_hit){it, slot_bit[s], scores[r]});
-                }
+        int n = 0;
+        if (exact) {
+            slot_exact(idx, s, query, kk, scores, cand + nc, &n);
+        } else {
+            int ks = (int64_t)kk < idx->rows[s] ? kk : (int)idx->rows[s];
+            char err[512];
+            int code = tm_faiss_search(idx->fx[s], query, ks, idx->nprobe, idx->ef_search, labels,
+                                       scores, err, sizeof err);
+            if (code) {
+                st = faiss_status(code, "index_search", err);
+                break;
             }
+            for (int i = 0; i < ks; i++)
+                if (labels[i] >= 0 && labels[i] < idx->rows[s] && isfinite(scores[i]))
+                    cand[nc + n++] = (tm_search_hit){idx->item[s][labels[i]], slot_bit[s],
+                                                     scores[i]};
         }
+        nc += n;
     }
-    for (int64_t i = 0; multi && i < idx->count; i++)
-        if (best[i] > -INFINITY)
-            offer(hits, &n, k, (tm_search_hit){i, slot_bit[best_mod[i]], best[i]});
-    qsort(hits, (size_t)n, sizeof *hits, by_rank);
+    int n = 0;
+    if (!st) {
+        qsort(cand, (size_t)nc, sizeof *cand, by_item);
+        for (int i = 0; i < nc; i++)
+            if (i == 0 || cand[i].item != cand[i - 1].item) offer(hits, &n, k, cand[i]);
+        qsort(hits, (size_t)n, sizeof *hits, by_rank);
+    }
     *n_hits = n;
+    free(cand);
     free(scores);
-    free(best);
-    free(best_mod);
-    return TM_OK;
+    free(labels);
+    return st;
 }

@@ -113,6 +113,7 @@ typedef struct job {
     tm_status status;
     char message[512];
     float *out; /* classify: num_classes; embed: M * E */
+    int stage;  /* classify through a cascade: the stage that answered */
     tm_caption_result caption;
 } job;
 
@@ -128,10 +129,12 @@ typedef struct {
     pthread_t thread;
     int started;
     tm_session *session;
+    tm_cascade *cascade; /* NULL: classify on the full model */
     metrics *met;
     size_t out_floats[KIND_COUNT];
 } batcher;
 
+/* b->cascade may be set before (the rest is initialised here). */
 tm_status bat_start(batcher *b, tm_session *s, metrics *met, int max_batch, double max_wait_ms,
                     int cap);
 /* Stops the thread after the queue is empty (jobs still queued when

@@ -255,6 +255,11 @@ static int parse_json(tm_server *srv, cJSON *root, inputs *in, const char **ecod
                 snprintf(msg, msg_size, "\"%s\" must be a base64 string of the file's bytes", k);
                 return 400;
             }
+            if (k[0] == 'i' ? in->image != NULL : in->audio != NULL) {
+                /* a repeated key would overwrite (and leak) the first */
+                snprintf(msg, msg_size, "\"%s\" given twice", k);
+                return 400;
+            }
             unsigned char *d;
             size_t n;
             tm_status st = b64_decode(it->valuestring, strlen(it->valuestring), &d, &n);
@@ -436,7 +441,13 @@ static enum MHD_Result answer_classify(tm_server *srv, struct MHD_Connection *c,
         sb_json_float(&b, j->out[order[a]]);
         sb_puts(&b, "}");
     }
-    sb_puts(&b, "]}");
+    sb_puts(&b, "]");
+    if (srv->p.cascade && j->stage >= 0) {
+        const char *sn = tm_cascade_stage_name(srv->p.cascade, j->stage);
+        sb_puts(&b, ",\"stage\":");
+        sb_json_str(&b, sn ? sn : "full", strlen(sn ? sn : "full"));
+    }
+    sb_puts(&b, "}");
     free(order);
     return send_json(srv, c, r, 200, &b);
 }
@@ -901,6 +912,7 @@ tm_status tm_server_start(tm_server **out, tm_session *s, const tm_index *idx,
     }
     srv->p.api_key = srv->api_key;
     srv->p.host = srv->host;
+    srv->bat.cascade = p.cascade; /* bat_start keeps it */
     tm_status st = bat_start(&srv->bat, s, &srv->met, p.max_batch, p.max_wait_ms, p.max_queue);
     if (st) {
         pthread_mutex_destroy(&srv->lock);

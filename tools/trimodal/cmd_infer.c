@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "trimodal/io.h"
@@ -30,6 +31,9 @@ typedef struct {
     const char *model, *text, *text_file, *image, *audio;
     int top_k, beam, max_tokens, threads;
     double length_penalty;
+    /* classify: a cascade, and its sweep over a manifest */
+    const char *cascade, *data, *split, *thresholds;
+    int limit;
 } infer_opts;
 
 static int fail(const char *cmd)
@@ -59,7 +63,8 @@ static int parse(const char *cmd, int argc, char **argv, infer_opts *o, const ch
         }
         static const char *const with_value[] = {
             "--model",   "--text",  "--text-file", "--image",      "--audio",         "--dtype",
-            "--threads", "--top-k", "--beam",      "--max-tokens", "--length-penalty"};
+            "--threads", "--top-k", "--beam",      "--max-tokens", "--length-penalty",
+            "--cascade", "--data",  "--split",     "--thresholds", "--limit"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
             known |= !strcmp(a, with_value[k]);
@@ -88,6 +93,23 @@ static int parse(const char *cmd, int argc, char **argv, infer_opts *o, const ch
         } else if (!strcmp(a, "--beam")) {
             if (!parse_int(v, 1, 64, &o->beam))
                 return cli_usage("%s: --beam needs 1..64, got '%s'", cmd, v);
+        } else if (!strcmp(a, "--cascade") || !strcmp(a, "--data") || !strcmp(a, "--split") ||
+                   !strcmp(a, "--thresholds")) {
+            if (strcmp(cmd, "classify"))
+                return cli_usage("%s: %s is an option of classify only", cmd, a);
+            if (!strcmp(a, "--cascade"))
+                o->cascade = v;
+            else if (!strcmp(a, "--data"))
+                o->data = v;
+            else if (!strcmp(a, "--split"))
+                o->split = v;
+            else
+                o->thresholds = v;
+        } else if (!strcmp(a, "--limit")) {
+            if (strcmp(cmd, "classify"))
+                return cli_usage("%s: --limit is an option of classify only", cmd);
+            if (!parse_int(v, 1, 100000000, &o->limit))
+                return cli_usage("%s: --limit needs a positive count, got '%s'", cmd, v);
         } else if (!strcmp(a, "--max-tokens")) {
             if (!parse_int(v, 0, 1000000, &o->max_tokens))
                 return cli_usage("%s: --max-tokens needs a count >= 0, got '%s'", cmd, v);
@@ -100,6 +122,15 @@ static int parse(const char *cmd, int argc, char **argv, infer_opts *o, const ch
     }
     if (!o->model) return cli_usage("%s: give --model DIR", cmd);
     if (o->text && o->text_file) return cli_usage("%s: give --text or --text-file, not both", cmd);
+    if (o->data) {
+        if (o->text || o->text_file || o->image || o->audio)
+            return cli_usage("%s: --data evaluates a manifest; give no --text, --image or --audio",
+                             cmd);
+        if (!o->cascade) return cli_usage("%s: --data needs --cascade FILE (a sweep)", cmd);
+        return -1;
+    }
+    if (o->thresholds || o->split || o->limit)
+        return cli_usage("%s: --thresholds, --split and --limit go with --data", cmd);
     if (!o->text && !o->text_file && !o->image && !o->audio)
         return cli_usage("%s: give at least one of --text, --text-file, --image, --audio", cmd);
     return -1;
@@ -327,6 +358,173 @@ int cmd_embed(int argc, char **argv, int json)
     return rc;
 }
 
+/* -------------------------------------------------------------- cascade */
+
+/* CPU seconds of the whole process (every thread): unlike wall time, it
+ * hardly moves when other processes load the machine. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int argmax(const float *p, int64_t C)
+{
+    int best = 0;
+    for (int64_t c = 1; c < C; c++)
+        if (p[c] > p[best]) best = (int)c;
+    return best;
+}
+
+/* classify --cascade FILE --data MANIFEST: accuracy and mean latency (one
+ * example at a time, as a server at concurrency 1) of the full model and of
+ * the cascade at each threshold (every stage gets the same threshold). */
+static int cascade_sweep(const infer_opts *o, int json)
+{
+    const char *cmd = "classify";
+    double thr[32];
+    int n_thr = 0;
+    const char *spec = o->thresholds ? o->thresholds : "0.5,0.7,0.8,0.9,0.95,0.99";
+    for (const char *q = spec; *q && n_thr < 32;) {
+        char *end;
+        double v = strtod(q, &end);
+        if (end == q || !(v >= 0 && v <= 1) || (*end && *end != ','))
+            return cli_usage("classify: --thresholds needs numbers in [0, 1] separated by "
+                             "commas, got '%s'",
+                             spec);
+        thr[n_thr++] = v;
+        q = *end ? end + 1 : end;
+    }
+    if (o->threads && tm_set_num_threads(o->threads)) return fail(cmd);
+    tm_session_params sp = tm_session_default_params();
+    sp.max_batch = 1;
+    tm_session *s = NULL;
+    tm_cascade *c = NULL;
+    tm_manifest *m = NULL;
+    tm_example **ex = NULL;
+    int32_t *labels = NULL;
+    float *probs = NULL;
+    int n = 0, rc = 1;
+    const char *split = o->split ? o->split : "test";
+    int limit = o->limit ? o->limit : 1000;
+    if (tm_session_open(&s, o->model, &sp) || tm_cascade_load(&c, s, o->cascade) ||
+        tm_manifest_load(&m, o->data, NULL)) {
+        rc = fail(cmd);
+        goto done;
+    }
+    int64_t C = tm_session_info(s).num_classes, rows = tm_manifest_count(m);
+    ex = calloc((size_t)limit, sizeof *ex);
+    labels = malloc((size_t)limit * sizeof *labels);
+    probs = malloc((size_t)C * sizeof *probs);
+    if (!ex || !labels || !probs) {
+        tm_fail(TM_ERR_NOMEM, "out of memory");
+        rc = fail(cmd);
+        goto done;
+    }
+    unsigned mods = tm_session_modalities(s);
+    for (int64_t i = 0; i < rows && n < limit; i++) {
+        const tm_manifest_row *r = tm_manifest_row_at(m, i);
+        if (r->label == TM_LABEL_NONE || !r->split || strcmp(r->split, split)) continue;
+        infer_opts one = {0};
+        one.text = (mods & TM_MODALITY_TEXT) ? r->text : NULL;
+        one.image = (mods & TM_MODALITY_IMAGE) ? r->image_path : NULL;
+        one.audio = (mods & TM_MODALITY_AUDIO) ? r->audio_path : NULL;
+        if (!one.text && !one.image && !one.audio) continue;
+        tm_session_input in;
+        char *bufs[3] = {NULL, NULL, NULL};
+        tm_status st = read_inputs(&one, &in, bufs);
+        if (!st) st = tm_session_prepare(s, &in, &ex[n]);
+        for (int k = 0; k < 3; k++)
+            tm_free(bufs[k]);
+        if (st) {
+            fprintf(stderr, "trimodal classify: %s line %lld: %s\n", o->data, (long long)r->line,
+                    tm_last_error());
+            goto done;
+        }
+        labels[n++] = r->label;
+    }
+    if (!n) {
+        fprintf(stderr, "trimodal classify: %s has no labelled rows in split '%s'\n", o->data,
+                split);
+        goto done;
+    }
+    /* warm up: graphs are made on first use */
+    int stages = tm_cascade_stage_count(c);
+    if (tm_session_classify(s, &ex[0], 1, probs)) goto fail_run;
+    for (int k = 0; k < stages; k++)
+        tm_cascade_set_threshold(c, k, 0.0);
+    int used = 0;
+    if (tm_cascade_classify(c, &ex[0], 1, probs, &used)) goto fail_run;
+    if (!json) {
+        printf("cascade %s on %s (split %s, %d examples, one at a time)\n", o->cascade, o->data,
+               split, n);
+        printf("%-10s %9s %9s %9s  answered by stage (", "threshold", "accuracy", "mean ms",
+               "cpu ms");
+        for (int k = 0; k <= stages; k++)
+            printf("%s%s", k ? ", " : "", tm_cascade_stage_name(c, k));
+        printf(")\n");
+    }
+    /* the full model first (threshold "full"), then each threshold */
+    for (int t = -1; t < n_thr; t++) {
+        int correct = 0;
+        int count[9] = {0};
+        double t0 = tm_time_s(), c0 = cpu_now();
+        for (int k = 0; t >= 0 && k < stages; k++)
+            tm_cascade_set_threshold(c, k, thr[t]);
+        for (int i = 0; i < n; i++) {
+            int st_used = stages;
+            if (t < 0 ? tm_session_classify(s, &ex[i], 1, probs)
+                      : tm_cascade_classify(c, &ex[i], 1, probs, &st_used))
+                goto fail_run;
+            correct += argmax(probs, C) == labels[i];
+            count[st_used]++;
+        }
+        double ms = (tm_time_s() - t0) * 1000.0 / n, acc = (double)correct / n;
+        double cpu_ms = (cpu_now() - c0) * 1000.0 / n;
+        if (json) {
+            printf("{\"cascade\":");
+            cli_json_string(stdout, o->cascade);
+            if (t < 0)
+                printf(",\"threshold\":null");
+            else
+                printf(",\"threshold\":%g", thr[t]);
+            printf(",\"examples\":%d,\"accuracy\":%.6f,\"mean_ms\":%.4f,\"cpu_ms\":%.4f,"
+                   "\"answered\":{",
+                   n, acc, ms, cpu_ms);
+            for (int k = 0; k <= stages; k++) {
+                printf("%s", k ? "," : "");
+                cli_json_string(stdout, tm_cascade_stage_name(c, k));
+                printf(":%.6f", (double)count[k] / n);
+            }
+            printf("}}\n");
+        } else {
+            char tb[16];
+            snprintf(tb, sizeof tb, "%g", t < 0 ? 0.0 : thr[t]);
+            printf("%-10s %8.2f%% %9.3f %9.3f  ", t < 0 ? "full only" : tb, 100.0 * acc, ms,
+                   cpu_ms);
+            for (int k = 0; k <= stages; k++)
+                printf("%s%.1f%%", k ? " / " : "", 100.0 * count[k] / n);
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    rc = 0;
+    goto done;
+fail_run:
+    rc = fail(cmd);
+done:
+    for (int i = 0; ex && i < n; i++)
+        tm_example_free(ex[i]);
+    free(ex);
+    free(labels);
+    free(probs);
+    tm_manifest_free(m);
+    tm_cascade_free(c);
+    tm_session_free(s);
+    return rc;
+}
+
 /* -------------------------------------------------------------- classify */
 
 static const char *classify_help =
@@ -336,7 +534,19 @@ static const char *classify_help =
     "The model's class probabilities for one example, the K most likely first\n"
     "(default 5). Class names come from the model folder's labels.json (a JSON\n"
     "array of names in class order) or the \"classes\" of its dataset.json.\n"
-    "  --top-k K             how many classes to list\n\n";
+    "  --top-k K             how many classes to list\n"
+    "  --cascade FILE        answer through a cascade (docs/serving.md, \"Cascades\"):\n"
+    "                        cheap unimodal stages first, the full model when none\n"
+    "                        is confident enough; the answer names the stage\n"
+    "\n"
+    "A cascade sweep (no --text/--image/--audio): accuracy and mean latency of the\n"
+    "full model and of the cascade at several thresholds, one example at a time:\n"
+    "  trimodal classify --model DIR --cascade FILE --data MANIFEST [--split test]\n"
+    "                    [--thresholds 0.5,0.7,0.8,0.9,0.95,0.99] [--limit 1000]\n"
+    "  --data MANIFEST       a dataset manifest (labelled rows of --split are used)\n"
+    "  --split NAME          the split to evaluate (default test)\n"
+    "  --thresholds LIST     thresholds in [0, 1], each applied to every stage\n"
+    "  --limit N             the first N rows of the split (default 1000)\n\n";
 
 int cmd_classify(int argc, char **argv, int json)
 {
@@ -345,16 +555,26 @@ int cmd_classify(int argc, char **argv, int json)
     o.top_k = 5;
     int rc = parse("classify", argc, argv, &o, classify_help);
     if (rc >= 0) return rc;
+    if (o.data) return cascade_sweep(&o, json);
     tm_session *s;
     tm_example *ex;
     if ((rc = setup("classify", &o, &s, &ex)) >= 0) return rc;
+    tm_cascade *cascade = NULL;
+    int stage = -1;
+    if (o.cascade && tm_cascade_load(&cascade, s, o.cascade)) {
+        rc = fail("classify");
+        tm_example_free(ex);
+        tm_session_free(s);
+        return rc;
+    }
     int64_t C = tm_session_info(s).num_classes;
     float *probs = malloc((size_t)(C > 0 ? C : 1) * sizeof *probs);
     int *order = malloc((size_t)(C > 0 ? C : 1) * sizeof *order);
     if (!probs || !order) {
         tm_fail(TM_ERR_NOMEM, "out of memory");
         rc = fail("classify");
-    } else if (tm_session_classify(s, &ex, 1, probs)) {
+    } else if (cascade ? tm_cascade_classify(cascade, &ex, 1, probs, &stage)
+                       : tm_session_classify(s, &ex, 1, probs)) {
         rc = fail("classify");
     } else {
         rc = 0;
@@ -390,9 +610,17 @@ int cmd_classify(int argc, char **argv, int json)
                     printf("null");
                 printf(",\"prob\":%.9g}", probs[order[a]]);
             }
-            printf("]}\n");
+            printf("]");
+            if (cascade) {
+                printf(",\"stage\":");
+                cli_json_string(stdout, tm_cascade_stage_name(cascade, stage));
+            }
+            printf("}\n");
         } else {
-            printf("model %s: %lld classes\n", tm_session_name(s), (long long)C);
+            printf("model %s: %lld classes", tm_session_name(s), (long long)C);
+            if (cascade) printf(" (answered by the cascade's %s stage)",
+                                tm_cascade_stage_name(cascade, stage));
+            printf("\n");
             for (int a = 0; a < k; a++) {
                 const char *nm = tm_session_class_name(s, order[a]);
                 char buf[32];
@@ -403,6 +631,7 @@ int cmd_classify(int argc, char **argv, int json)
     }
     free(probs);
     free(order);
+    tm_cascade_free(cascade);
     tm_example_free(ex);
     tm_session_free(s);
     return rc;

@@ -299,7 +299,7 @@ int cmd_inspect_model(const char *path, int json)
 
 static const char *bench_help =
     "usage: trimodal bench infer|train --config CONFIG [--batch B] [--threads T]\n"
-    "                     [--dtype f32|bf16|f16] [--reps N] [--warmup N] [--json]\n"
+    "                     [--dtype DTYPE] [--reps N] [--warmup N] [--json]\n"
     "\n"
     "Times the model of CONFIG (a config file, or a model folder) on random inputs of\n"
     "its shapes and fresh weights (seed 0).\n"
@@ -308,12 +308,21 @@ static const char *bench_help =
     "  train  one training step: forward, loss, backward, AdamW update (lr 1e-3,\n"
     "         betas 0.9/0.999, eps 1e-8, weight decay 0.01); reports the step's median\n"
     "         and p95 and samples/s\n"
-    "--dtype: the precision of the matmuls, linears and convs (mixed precision):\n"
+    "--dtype for train: the precision of the matmuls, linears and convs (mixed\n"
+    "precision):\n"
     "  f32   everything in f32 (the default)\n"
     "  bf16  GEMM operands rounded to bf16, f32 accumulation, f32 master weights\n"
     "        (AVX-512-BF16 where the CPU has it, an exact emulation elsewhere)\n"
     "  f16   the same in f16; train adds dynamic loss scaling (skipped steps are\n"
     "        counted in the output)\n"
+    "--dtype for infer: how the linear weights are prepared (docs/quantization.md):\n"
+    "  f32    packed once into the f32 GEMM's panels (the default; the same\n"
+    "         results as plain)\n"
+    "  plain  f32, read from the parameter buffer at every product\n"
+    "  bf16   bf16 weights, f32 activations and sums\n"
+    "  int8   int8 weights per output channel, activations quantised per row,\n"
+    "         exact i32 sums (AVX512-VNNI, AVX-VNNI or AVX2, else plain C)\n"
+    "  f16    mixed precision as for train (operands rounded to f16)\n"
     "Defaults: batch 32, the library's thread count, f32, 10 timed repetitions\n"
     "(50 for infer at batch <= 4) after 2 warm-up ones.\n"
     "--json prints one line: {\"bench\",\"batch\",\"threads\",\"dtype\",\"params\",...}.\n";
@@ -384,12 +393,22 @@ int cmd_bench(int argc, char **argv, int json)
     }
     if (!mode) return usage("bench", "%s", "say what to time: infer or train");
     if (!config) return usage("bench", "%s", "give --config CONFIG");
-    tm_dtype prec = TM_F32;
-    if (!strcmp(dtype, "bf16")) prec = TM_BF16;
-    else if (!strcmp(dtype, "f16")) prec = TM_F16;
-    else if (strcmp(dtype, "f32"))
-        return usage("bench", "unknown --dtype '%s' (use f32, bf16 or f16)", dtype);
     int train = !strcmp(mode, "train");
+    tm_dtype prec = TM_F32;
+    tm_weights wfmt = TM_WEIGHTS_PLAIN; /* infer: prepared weights */
+    if (!train && strcmp(dtype, "f16")) {
+        int w = tm_weights_from_name(dtype);
+        if (w < 0)
+            return usage("bench", "unknown --dtype '%s' for infer (use f32, plain, bf16, int8 "
+                         "or f16)", dtype);
+        wfmt = (tm_weights)w;
+    } else if (!strcmp(dtype, "bf16")) {
+        prec = TM_BF16;
+    } else if (!strcmp(dtype, "f16")) {
+        prec = TM_F16;
+    } else if (strcmp(dtype, "f32")) {
+        return usage("bench", "unknown --dtype '%s' (use f32, bf16 or f16)", dtype);
+    }
     if (reps < 0) reps = !train && batch <= 4 ? 50 : 10;
     if (threads && tm_set_num_threads((int)threads)) return failed("bench");
     tm_model *m = NULL;
@@ -397,7 +416,9 @@ int cmd_bench(int argc, char **argv, int json)
     tm_optim *opt = NULL;
     double *ms = calloc((size_t)reps, sizeof *ms);
     int rc = 1;
-    if (!ms || open_model(config, 0, &m) || tm_model_init_weights(m, 0)) goto done;
+    if (!ms || open_model(config, 0, &m) || tm_model_init_weights(m, 0) ||
+        tm_model_set_weights(m, wfmt))
+        goto done;
     tm_model_info in = tm_model_get_info(m);
     tm_model_mode gm = train ? TM_MODEL_TRAIN : in.num_classes ? TM_MODEL_CLASSIFY : TM_MODEL_EMBED;
     tm_model_graph_opts gopts = tm_model_graph_default_opts();
@@ -442,7 +463,7 @@ int cmd_bench(int argc, char **argv, int json)
     int nt = tm_get_num_threads();
     if (json) {
         printf("{\"bench\":\"%s\",\"batch\":%lld,\"threads\":%d,\"dtype\":\"%s\",\"params\":%zu,",
-               mode, (long long)batch, nt, tm_dtype_name(prec), n_train);
+               mode, (long long)batch, nt, train ? tm_dtype_name(prec) : dtype, n_train);
         if (scaled)
             printf("\"loss_scale\":%g,\"skipped_steps\":%lld,", (double)scaler.scale,
                    (long long)scaler.skipped);
@@ -460,7 +481,7 @@ int cmd_bench(int argc, char **argv, int json)
     } else {
         printf("infer %s: batch %lld, %d threads, %s: latency %.2f ms p50, %.2f p95, %.2f p99; "
                "%.1f samples/s, peak RSS %.0f MB\n", in.name && *in.name ? in.name : config,
-               (long long)batch, nt, tm_dtype_name(prec), med, pct(ms, (int)reps, 0.95), pct(ms, (int)reps, 0.99),
+               (long long)batch, nt, dtype, med, pct(ms, (int)reps, 0.95), pct(ms, (int)reps, 0.99),
                (double)batch * 1e3 / med, rss);
     }
     rc = 0;

@@ -13,25 +13,47 @@
 #define QUERY_MAX_BYTES ((size_t)1 << 30)
 
 static const char *search_help =
-    "usage: trimodal search --index INDEX --model DIR (--text TEXT | --image FILE | --audio FILE)\n"
-    "                       [--modality text|image|audio|all] [-k K] [--json]\n"
+    "usage: trimodal search [query] --index INDEX --model DIR\n"
+    "                       (--text TEXT | --image FILE | --audio FILE)\n"
+    "                       [--modality text|image|audio|all] [-k K]\n"
+    "                       [--nprobe N | --ef-search E] [--json]\n"
     "       trimodal search build --model DIR --data MANIFEST -o INDEX [--split S]\n"
+    "                       [--type exact|exact-int8|ivf|hnsw]\n"
+    "                       [--nlist N --nprobe N | --hnsw-m M --ef-search E]\n"
     "                       [--skip-bad] [--batch B] [--json]\n"
     "       trimodal search info INDEX [--json]\n"
     "\n"
     "build   embeds every item of a dataset manifest (JSON Lines: id, text, image,\n"
     "        audio; see docs/serving.md) with the model's contrastive heads, each\n"
     "        modality on its own, and writes the index file atomically.\n"
-    "          --split S     only the rows of split S\n"
-    "          --skip-bad    leave out rows whose media cannot be read (counted)\n"
-    "          --batch B     examples per forward pass (default 32)\n"
-    "search  embeds the query (exactly one of --text, --image, --audio) and lists\n"
-    "        the K items (default 10) whose embeddings are most similar (cosine),\n"
-    "        exactly (every row is compared, f32). By default it searches every\n"
-    "        modality of the index except the query's own: a text finds images\n"
-    "        and sounds. --modality picks one (or all).\n"
-    "info    the index's model, size and modalities.\n"
-    "  --threads N           threads for the kernels\n";
+    "          --split S       only the rows of split S\n"
+    "          --skip-bad      leave out rows whose media cannot be read (counted)\n"
+    "          --batch B       examples per forward pass (default 32)\n"
+    "          --type T        how the index searches (recorded in the file;\n"
+    "                          docs/search.md):\n"
+    "            exact         every row compared, f32 (default)\n"
+    "            exact-int8    every row compared, rows stored as int8 with a\n"
+    "                          scale each: 4x smaller, scores within ~1e-2\n"
+    "            ivf           FAISS IVF-Flat: rows in k-means lists, a query\n"
+    "                          scans nprobe of nlist lists (approximate)\n"
+    "            hnsw          FAISS HNSW-Flat graph (approximate)\n"
+    "                          ivf and hnsw need a trimodal built with FAISS\n"
+    "                          (libfaiss-dev); for a million items and more\n"
+    "          --nlist N       ivf: lists (default sqrt(rows))\n"
+    "          --nprobe N      ivf: lists scanned per query (default nlist/8,\n"
+    "                          at least 8); more: better recall, slower\n"
+    "          --hnsw-m M      hnsw: links per node, 2..256 (default 32)\n"
+    "          --ef-search E   hnsw: candidates kept per query (default 64)\n"
+    "query   (the word is optional) embeds the query (exactly one of --text,\n"
+    "        --image, --audio) and lists the K items (default 10) whose\n"
+    "        embeddings are most similar (cosine), with the index's type:\n"
+    "        exact types compare every row; ivf and hnsw are approximate, and\n"
+    "        --nprobe / --ef-search override the settings stored in the index.\n"
+    "        By default it searches every modality of the index except the\n"
+    "        query's own: a text finds images and sounds. --modality picks one\n"
+    "        (or all).\n"
+    "info    the index's model, type, size and modalities.\n"
+    "  --threads N             threads for the kernels\n";
 
 static int fail(const char *what)
 {
@@ -86,8 +108,8 @@ static void progress(void *ctx, int64_t done, int64_t total)
 
 static int cmd_build(int argc, char **argv, int json)
 {
-    const char *model = NULL, *data = NULL, *out = NULL, *split = NULL;
-    int skip_bad = 0, batch = 32, threads = 0;
+    const char *model = NULL, *data = NULL, *out = NULL, *split = NULL, *type = NULL;
+    int skip_bad = 0, batch = 32, threads = 0, nlist = 0, nprobe = 0, hnsw_m = 0, ef = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -100,7 +122,8 @@ static int cmd_build(int argc, char **argv, int json)
         }
         if (strcmp(a, "--model") && strcmp(a, "--data") && strcmp(a, "-o") &&
             strcmp(a, "--output") && strcmp(a, "--split") && strcmp(a, "--batch") &&
-            strcmp(a, "--threads"))
+            strcmp(a, "--threads") && strcmp(a, "--type") && strcmp(a, "--nlist") &&
+            strcmp(a, "--nprobe") && strcmp(a, "--hnsw-m") && strcmp(a, "--ef-search"))
             return cli_usage("search build: unknown option '%s'", a);
         if (i + 1 >= argc) return cli_usage("search build: %s needs a value", a);
         const char *v = argv[++i];
@@ -116,11 +139,42 @@ static int cmd_build(int argc, char **argv, int json)
         } else if (!strcmp(a, "--threads")) {
             if (!parse_int(v, 1, 256, &threads))
                 return cli_usage("search build: --threads needs 1..256, got '%s'", v);
+        } else if (!strcmp(a, "--type")) {
+            type = v;
+        } else if (!strcmp(a, "--nlist")) {
+            if (!parse_int(v, 1, 1 << 22, &nlist))
+                return cli_usage("search build: --nlist needs 1..4194304, got '%s'", v);
+        } else if (!strcmp(a, "--nprobe")) {
+            if (!parse_int(v, 1, 1 << 22, &nprobe))
+                return cli_usage("search build: --nprobe needs 1..4194304, got '%s'", v);
+        } else if (!strcmp(a, "--hnsw-m")) {
+            if (!parse_int(v, 2, 256, &hnsw_m))
+                return cli_usage("search build: --hnsw-m needs 2..256, got '%s'", v);
+        } else if (!strcmp(a, "--ef-search")) {
+            if (!parse_int(v, 1, 65536, &ef))
+                return cli_usage("search build: --ef-search needs 1..65536, got '%s'", v);
         } else
             out = v;
     }
     if (!model || !data || !out)
         return cli_usage("search build: give --model DIR, --data MANIFEST and -o INDEX");
+    tm_index_type itype = TM_INDEX_EXACT;
+    if (type && tm_index_type_from_name(type, &itype))
+        return cli_usage("search build: --type is exact, exact-int8, ivf or hnsw, got '%s'", type);
+    if ((nlist || nprobe) && itype != TM_INDEX_IVF)
+        return cli_usage("search build: --nlist and --nprobe are for --type ivf");
+    if ((hnsw_m || ef) && itype != TM_INDEX_HNSW)
+        return cli_usage("search build: --hnsw-m and --ef-search are for --type hnsw");
+    if (nlist && nprobe > nlist)
+        return cli_usage("search build: --nprobe %d is more than --nlist %d", nprobe, nlist);
+    if (!tm_index_type_available(itype)) {
+        fprintf(stderr,
+                "trimodal search build: this trimodal was built without FAISS, which --type "
+                "%s needs; install libfaiss-dev (scripts/deps.sh) and rebuild, or use --type "
+                "exact or exact-int8\n",
+                type);
+        return 1;
+    }
     if (threads && tm_set_num_threads(threads)) return fail("search build");
     tm_session_params sp = tm_session_default_params();
     sp.max_batch = batch;
@@ -134,6 +188,11 @@ static int cmd_build(int argc, char **argv, int json)
     tm_index_build_params bp = tm_index_build_default_params();
     bp.split = split;
     bp.skip_bad = skip_bad;
+    bp.type = itype;
+    bp.nlist = nlist;
+    bp.nprobe = nprobe;
+    bp.hnsw_m = hnsw_m;
+    bp.ef_search = ef;
     bp.progress = isatty(2) ? progress : NULL; /* a progress line only for people */
     bp.progress_ctx = &t0;
     int64_t skipped = 0;
@@ -149,6 +208,9 @@ static int cmd_build(int argc, char **argv, int json)
             cli_json_string(stdout, out);
             printf(",\"model\":");
             cli_json_string(stdout, tm_session_name(s));
+            tm_index_build_params ip = tm_index_params(idx);
+            printf(",\"type\":\"%s\",\"nlist\":%d,\"nprobe\":%d,\"hnsw_m\":%d,\"ef_search\":%d",
+                   tm_index_type_name(ip.type), ip.nlist, ip.nprobe, ip.hnsw_m, ip.ef_search);
             printf(",\"items\":%lld,\"skipped\":%lld,\"dim\":%lld,\"rows\":{\"text\":%lld,"
                    "\"image\":%lld,\"audio\":%lld},\"seconds\":%.3f}\n",
                    (long long)tm_index_count(idx), (long long)skipped, (long long)tm_index_dim(idx),
@@ -157,12 +219,12 @@ static int cmd_build(int argc, char **argv, int json)
                    (long long)tm_index_rows(idx, TM_MODALITY_AUDIO), dt);
         } else {
             printf("indexed %lld items (%s; text %lld, image %lld, audio %lld rows) of %lld values "
-                   "in %.1f s -> %s\n",
+                   "in %.1f s, type %s -> %s\n",
                    (long long)tm_index_count(idx), mods,
                    (long long)tm_index_rows(idx, TM_MODALITY_TEXT),
                    (long long)tm_index_rows(idx, TM_MODALITY_IMAGE),
                    (long long)tm_index_rows(idx, TM_MODALITY_AUDIO), (long long)tm_index_dim(idx),
-                   dt, out);
+                   dt, tm_index_type_name(tm_index_params(idx).type), out);
             if (skipped) printf("%lld rows left out (--skip-bad)\n", (long long)skipped);
         }
     }
@@ -191,9 +253,12 @@ static int cmd_info_index(int argc, char **argv, int json)
     if (tm_index_load(&idx, path)) return fail("search info");
     char mods[64];
     mods_list(tm_index_modalities(idx), mods, sizeof mods);
+    tm_index_build_params ip = tm_index_params(idx);
     if (json) {
         printf("{\"index\":");
         cli_json_string(stdout, path);
+        printf(",\"type\":\"%s\",\"nlist\":%d,\"nprobe\":%d,\"hnsw_m\":%d,\"ef_search\":%d",
+               tm_index_type_name(ip.type), ip.nlist, ip.nprobe, ip.hnsw_m, ip.ef_search);
         printf(",\"model\":");
         cli_json_string(stdout, tm_index_model(idx));
         printf(",\"fingerprint\":\"%s\",\"items\":%lld,\"dim\":%lld,\"rows\":{\"text\":%lld,"
@@ -209,6 +274,10 @@ static int cmd_info_index(int argc, char **argv, int json)
                (long long)tm_index_dim(idx), mods, (long long)tm_index_rows(idx, TM_MODALITY_TEXT),
                (long long)tm_index_rows(idx, TM_MODALITY_IMAGE),
                (long long)tm_index_rows(idx, TM_MODALITY_AUDIO));
+        printf("type %s", tm_index_type_name(ip.type));
+        if (ip.type == TM_INDEX_IVF) printf(" (nlist %d, nprobe %d)", ip.nlist, ip.nprobe);
+        if (ip.type == TM_INDEX_HNSW) printf(" (M %d, ef_search %d)", ip.hnsw_m, ip.ef_search);
+        printf("\n");
     }
     tm_index_free(idx);
     return 0;
@@ -220,9 +289,10 @@ int cmd_search(int argc, char **argv, int json)
 {
     if (argc > 0 && !strcmp(argv[0], "build")) return cmd_build(argc - 1, argv + 1, json);
     if (argc > 0 && !strcmp(argv[0], "info")) return cmd_info_index(argc - 1, argv + 1, json);
+    if (argc > 0 && !strcmp(argv[0], "query")) argc--, argv++;
     const char *index = NULL, *model = NULL, *text = NULL, *image = NULL, *audio = NULL;
     const char *modality = NULL;
-    int k = 10, threads = 0;
+    int k = 10, threads = 0, nprobe = 0, ef = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -231,7 +301,8 @@ int cmd_search(int argc, char **argv, int json)
         }
         if (strcmp(a, "--index") && strcmp(a, "--model") && strcmp(a, "--text") &&
             strcmp(a, "--image") && strcmp(a, "--audio") && strcmp(a, "--modality") &&
-            strcmp(a, "-k") && strcmp(a, "--threads"))
+            strcmp(a, "-k") && strcmp(a, "--threads") && strcmp(a, "--nprobe") &&
+            strcmp(a, "--ef-search"))
             return cli_usage("search: unknown option '%s'", a);
         if (i + 1 >= argc) return cli_usage("search: %s needs a value", a);
         const char *v = argv[++i];
@@ -250,6 +321,12 @@ int cmd_search(int argc, char **argv, int json)
         else if (!strcmp(a, "--threads")) {
             if (!parse_int(v, 1, 256, &threads))
                 return cli_usage("search: --threads needs 1..256, got '%s'", v);
+        } else if (!strcmp(a, "--nprobe")) {
+            if (!parse_int(v, 1, 1 << 22, &nprobe))
+                return cli_usage("search: --nprobe needs 1..4194304, got '%s'", v);
+        } else if (!strcmp(a, "--ef-search")) {
+            if (!parse_int(v, 1, 65536, &ef))
+                return cli_usage("search: --ef-search needs 1..65536, got '%s'", v);
         } else if (!parse_int(v, 1, 1000000, &k))
             return cli_usage("search: -k needs a positive integer, got '%s'", v);
     }
@@ -277,6 +354,17 @@ int cmd_search(int argc, char **argv, int json)
     unsigned qbit = text ? TM_MODALITY_TEXT : image ? TM_MODALITY_IMAGE : TM_MODALITY_AUDIO;
     tm_session_input in = {0};
     tm_status st = tm_index_load(&idx, index);
+    if (!st && (nprobe || ef)) {
+        tm_index_type it = tm_index_params(idx).type;
+        if (nprobe && it != TM_INDEX_IVF)
+            st = tm_fail(TM_ERR_INVALID, "--nprobe is for ivf indexes; %s is %s", index,
+                         tm_index_type_name(it));
+        else if (ef && it != TM_INDEX_HNSW)
+            st = tm_fail(TM_ERR_INVALID, "--ef-search is for hnsw indexes; %s is %s", index,
+                         tm_index_type_name(it));
+        else
+            st = tm_index_set_search(idx, nprobe, ef);
+    }
     if (!st) st = tm_session_open(&s, model, &sp);
     if (!st) {
         print_notes(tm_session_notes(s));

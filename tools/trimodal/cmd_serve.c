@@ -32,6 +32,9 @@ static const char *serve_help =
     "  --host ADDR           address to listen on (default 127.0.0.1; 0.0.0.0 for all)\n"
     "  --port-file FILE      write the port listened on to FILE once ready\n"
     "  --index INDEX         a search index (trimodal search build) for /v1/search\n"
+    "  --cascade FILE        answer /v1/classify through a cascade (JSON: cheap\n"
+    "                        unimodal stages with confidence thresholds, then the\n"
+    "                        full model; docs/serving.md, \"Cascades\")\n"
     "  --api-key-file FILE   require this key (the file's first line) on /v1/: sent as\n"
     "                        'Authorization: Bearer KEY' or 'X-API-Key: KEY'; the\n"
     "                        TRIMODAL_API_KEY environment variable works too\n"
@@ -85,6 +88,7 @@ int cmd_serve(int argc, char **argv, int json)
 {
     (void)json;
     const char *model = NULL, *index = NULL, *key_file = NULL, *port_file = NULL;
+    const char *cascade_file = NULL;
     tm_server_params p = tm_server_default_params();
     tm_session_params sp = tm_session_default_params();
     double drain = 30;
@@ -118,6 +122,8 @@ int cmd_serve(int argc, char **argv, int json)
             port_file = v;
         else if (!strcmp(a, "--index"))
             index = v;
+        else if (!strcmp(a, "--cascade"))
+            cascade_file = v;
         else if (!strcmp(a, "--api-key-file"))
             key_file = v;
         else if (!strcmp(a, "--max-batch")) {
@@ -198,6 +204,7 @@ int cmd_serve(int argc, char **argv, int json)
     tm_session *s = NULL;
     tm_index *idx = NULL;
     tm_server *srv = NULL;
+    tm_cascade *cascade = NULL;
     double t0 = tm_time_s();
     if (tm_session_open(&s, model, &sp)) {
         tm_free(key);
@@ -210,6 +217,12 @@ int cmd_serve(int argc, char **argv, int json)
         n += len + (e != NULL);
     }
     int rc = 0;
+    if (cascade_file && tm_cascade_load(&cascade, s, cascade_file)) {
+        tm_session_free(s);
+        tm_free(key);
+        return fail();
+    }
+    p.cascade = cascade;
     if ((index && tm_index_load(&idx, index)) || tm_server_start(&srv, s, idx, &p)) {
         rc = fail();
     } else {
@@ -245,6 +258,7 @@ int cmd_serve(int argc, char **argv, int json)
         }
     }
     tm_server_free(srv);
+    tm_cascade_free(cascade);
     tm_index_free(idx);
     tm_session_free(s);
     tm_free(key);
