@@ -42,7 +42,7 @@ elif [ "$QUICK" = 1 ]; then
 else
   DATA=$DIR/fashion-tri
   LIMIT=()
-  STEPS=(500 200 1000)
+  STEPS=(900 150 950)
   RUN=$DIR/run
 fi
 
