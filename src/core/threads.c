@@ -56,8 +56,9 @@ static void run_tasks(unsigned job)
         int64_t i = (int64_t)(cur & 0xffffffffull);
         if (i >= n) break;
         if (!atomic_compare_exchange_weak(&pool.ticket, &cur, cur + 1)) continue;
-        /* a claim with this job's number means the job is still running, so
-         * fn, ctx and n read above are this job's */
+        /* a claim with this job's number means no later job has begun to
+         * publish (see tm_parallel_for), so fn, ctx and n read above are
+         * this job's */
         fn(ctx, i, n);
         atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
     }
@@ -158,6 +159,14 @@ void tm_parallel_for(int64_t n, tm_task_fn fn, void *ctx)
         return;
     }
     unsigned job = atomic_load(&pool.generation) + 1;
+    /* Close the ticket under the new job number before touching fn, ctx
+     * and n: a worker still in the previous job may have read some of the
+     * new values already, but its claim (a compare-exchange on the old
+     * job's ticket) then fails, because in the single order of these
+     * sequentially consistent operations the close comes before those
+     * stores. Without it, a late worker could pair the old ticket with the
+     * new n, run a task of the new job twice and miscount `done`. */
+    atomic_store(&pool.ticket, ((unsigned long long)job << 32) | 0xffffffffull);
     atomic_store(&pool.fn, fn);
     atomic_store(&pool.ctx, ctx);
     atomic_store(&pool.ntasks, n);
