@@ -94,7 +94,7 @@ summary() {
     /^retrieval/ { sec = "ret" } /^captions/ { sec = "cap" } /^bias audit/ { sec = "" }
     sec == "cls" && $1 == "accuracy" && given == "" { given = $2 }
     sec == "abl" && $1 ~ /^(text|vision|audio)(\+(text|vision|audio))*$/ { acc[$1] = $3; rows[$1] = $2 }
-    sec == "ret" && $2 == "(instance)" { r1[$1] = $4; r5[$1] = $5 }
+    sec == "ret" && $2 == "(class)" { r1[$1] = $4; r5[$1] = $5 }
     sec == "cap" && /WER/ { for (i = 1; i < NF; i++) if ($i == "WER") wer = $(i + 1) }
     END {
       printf "FashionTri test split (voices never heard in training)\n"
@@ -109,7 +109,8 @@ summary() {
       printf "  fusion of all three beats every single modality: %s\n",
              (acc["text+vision+audio"] > best1 ? "yes" : "NO")
       printf "\nplain Fashion-MNIST test set, image only:     %s\n", plain
-      printf "\nretrieval between modalities (instance level)\n"
+      printf "\nretrieval between modalities (class level: a hit is any item of the query'"'"'s class;\n"
+      printf "instance level is near chance here, since hints name a kind, not an item)\n"
       printf "  %-18s %7s %7s\n", "query->candidates", "R@1", "R@5"
       for (q in r1) printf "  %-18s %7s %7s\n", q, r1[q], r5[q]
       if (wer != "") printf "\nspeech recognition on the spoken hints: WER %s\n", wer
