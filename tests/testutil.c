@@ -1,5 +1,8 @@
+#define _GNU_SOURCE
 #include "testutil.h"
 
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,4 +98,15 @@ int check_gradient_fd(const char *what, float *x, const float *ana, int64_t n,
     free(want);
     free(num);
     return ok;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb, (void)flag, (void)f;
+    return remove(p);
+}
+
+void test_rm_tree(const char *dir)
+{
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }

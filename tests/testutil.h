@@ -65,6 +65,10 @@ int test_finish(const char *name);
  * when set, else the working directory). Returns a static buffer. */
 const char *test_data_path(const char *rel);
 
+/* rm -r: removes dir and everything under it (symbolic links are removed,
+ * not followed); a missing dir is harmless. */
+void test_rm_tree(const char *dir);
+
 /* Deterministic pseudo-random fill in [lo, hi) for test inputs. */
 void test_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
 

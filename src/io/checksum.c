@@ -20,6 +20,8 @@
 #include <cjson/cJSON.h>
 #include <sodium.h>
 
+#include "io_internal.h"
+
 #include "trimodal/io.h"
 
 #define MANIFEST_MAX_BYTES ((size_t)16 << 20)
@@ -30,17 +32,6 @@ void tm_hash_hex(const void *data, size_t size, char hex[2 * TM_HASH_BYTES + 1])
     unsigned char d[TM_HASH_BYTES];
     crypto_generichash(d, sizeof d, data, (unsigned long long)size, NULL, 0);
     sodium_bin2hex(hex, 2 * TM_HASH_BYTES + 1, d, sizeof d);
-}
-
-static char *join(const char *dir, const char *name)
-{
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = tm_alloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    p[a] = '/';
-    memcpy(p + a + 1, name, b + 1);
-    return p;
 }
 
 /* Size and digest of the plain content of path: streamed for plain files,
@@ -115,7 +106,7 @@ tm_status tm_dir_checksums_write(const char *dir)
         if (e->d_name[0] == '.' || !strcmp(e->d_name, TM_CHECKSUMS_FILE) ||
             strstr(e->d_name, ".tmp."))
             continue;
-        char *p = join(dir, e->d_name);
+        char *p = tm_io_path_join(dir, e->d_name);
         struct stat sb;
         if (!p) {
             s = tm_fail(TM_ERR_NOMEM, "out of memory");
@@ -141,7 +132,7 @@ tm_status tm_dir_checksums_write(const char *dir)
     if (!s && (!root || !files)) s = tm_fail(TM_ERR_NOMEM, "out of memory");
     if (!s) qsort(names, (size_t)n, sizeof *names, cmp_str);
     for (int i = 0; i < n && !s; i++) {
-        char *p = join(dir, names[i]);
+        char *p = tm_io_path_join(dir, names[i]);
         char hex[2 * TM_HASH_BYTES + 1];
         uint64_t size = 0;
         s = p ? hash_file(p, &size, hex) : tm_fail(TM_ERR_NOMEM, "out of memory");
@@ -153,7 +144,7 @@ tm_status tm_dir_checksums_write(const char *dir)
     }
     char *text = s ? NULL : cJSON_Print(root);
     if (!s && !text) s = tm_fail(TM_ERR_NOMEM, "out of memory");
-    char *mp = s ? NULL : join(dir, TM_CHECKSUMS_FILE);
+    char *mp = s ? NULL : tm_io_path_join(dir, TM_CHECKSUMS_FILE);
     if (!s && !mp) s = tm_fail(TM_ERR_NOMEM, "out of memory");
     if (!s) s = tm_write_file_atomic(mp, text, strlen(text));
     tm_free(mp);
@@ -181,7 +172,7 @@ tm_status tm_dir_checksums_verify(const char *dir, int flags, int *checked)
     if (checked) *checked = 0;
     if (!dir || !*dir) return tm_fail(TM_ERR_INVALID, "tm_dir_checksums_verify: empty folder");
     if (sodium_init() < 0) return tm_fail(TM_ERR_INTERNAL, "libsodium failed to initialise");
-    char *mp = join(dir, TM_CHECKSUMS_FILE);
+    char *mp = tm_io_path_join(dir, TM_CHECKSUMS_FILE);
     if (!mp) return tm_fail(TM_ERR_NOMEM, "out of memory");
     struct stat sb;
     if (stat(mp, &sb) != 0 && errno == ENOENT) {
@@ -213,7 +204,7 @@ tm_status tm_dir_checksums_verify(const char *dir, int flags, int *checked)
                         f->string ? f->string : "");
             break;
         }
-        char *p = join(dir, f->string);
+        char *p = tm_io_path_join(dir, f->string);
         if (!p) {
             s = tm_fail(TM_ERR_NOMEM, "out of memory");
             break;

@@ -29,6 +29,8 @@
 
 #include <sodium.h>
 
+#include "io_internal.h"
+
 #include "trimodal/io.h"
 
 #define VERSION 1
@@ -553,16 +555,6 @@ tm_status tm_decrypt_file(const tm_key *key, const char *src, const char *dst)
 
 #define MAX_DEPTH 16
 
-static char *path_join(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    char *p = tm_alloc(na + nb + 2);
-    if (!p) return NULL;
-    memcpy(p, a, na);
-    p[na] = '/';
-    memcpy(p + na + 1, b, nb + 1);
-    return p;
-}
 
 static tm_status copy_plain(const char *src, const char *dst)
 {
@@ -601,7 +593,7 @@ static tm_status walk(const tm_key *key, const char *src, const char *dst, int e
     while (!s && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (strstr(e->d_name, ".tmp.")) continue; /* a temporary file of another writer */
-        char *sp = path_join(src, e->d_name), *dp = path_join(dst, e->d_name);
+        char *sp = tm_io_path_join(src, e->d_name), *dp = tm_io_path_join(dst, e->d_name);
         struct stat sb;
         if (!sp || !dp) {
             s = tm_fail(TM_ERR_NOMEM, "out of memory");

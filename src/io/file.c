@@ -297,3 +297,14 @@ tm_status tm_read_file(const char *path, size_t max_bytes, char **data, size_t *
     *size = len;
     return TM_OK;
 }
+
+char *tm_io_path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = tm_alloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}

@@ -7,7 +7,6 @@
  * Without Fashion-MNIST the build part is skipped with a notice
  * (scripts/deps.sh installs dataset-fashion-mnist). */
 #define _GNU_SOURCE
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,12 +22,6 @@
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 
 static char tmp_root[256];
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb, (void)flag, (void)f;
-    return remove(p);
-}
 
 static uint8_t *gunzip_file(const char *name, size_t *n)
 {
@@ -212,7 +205,7 @@ int main(void)
     test_build();
     test_bad_params();
     if (test_failures == 0)
-        nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        test_rm_tree(tmp_root);
     else
         fprintf(stderr, "files kept in %s\n", tmp_root);
     return test_finish("data_fashionmnist");

@@ -13,7 +13,6 @@
  * refusal of another recipe. Without the engines or Fashion-MNIST the build
  * part is skipped with a notice (scripts/deps.sh installs them). */
 #define _GNU_SOURCE
-#include <ftw.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,17 +31,6 @@
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 
 static char tmp_root[256];
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb, (void)flag, (void)f;
-    return remove(p);
-}
-
-static void rm_rf(const char *p)
-{
-    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static char *read_all(const char *path, size_t *n)
 {
@@ -697,7 +685,7 @@ int main(void)
     test_clip();
     test_build();
     if (test_failures == 0)
-        rm_rf(tmp_root);
+        test_rm_tree(tmp_root);
     else
         fprintf(stderr, "files kept in %s\n", tmp_root);
     return test_finish("data_fashiontri");

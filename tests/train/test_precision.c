@@ -8,7 +8,6 @@
  * overflow); per-stage dtypes; config errors. Kill and resume under f16 is
  * tests/train/test_precision.sh (it needs the CLI's SIGKILL hook). */
 #define _POSIX_C_SOURCE 200809L
-#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,22 +31,6 @@
 
 static char root[256];
 
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) rm_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* What the on_step hook saw. */
 typedef struct {
@@ -358,6 +341,6 @@ int main(void)
     test_absurd_scale();
     test_nan_stops();
     test_stage_dtype();
-    rm_tree(root);
+    test_rm_tree(root);
     return test_finish("train_precision");
 }

@@ -39,23 +39,6 @@ static char *mkout(const char *name)
     return b;
 }
 
-/* rm -r for the folders the trainer writes (two levels of folders). */
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) rm_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* A run config: the tiny model, synthetic data, and the given stages and
  * extra top-level keys. */
@@ -364,7 +347,7 @@ static void test_resume(void)
     /* drop the newest: the resume restarts from step 5 and must drop the
      * log lines of steps 6..8 */
     snprintf(p, sizeof p, "%s/checkpoints/step-000008", o2);
-    rm_tree(p);
+    test_rm_tree(p);
     CHECK_OK(train(j2, 1, 0, 0, &r, NULL));
     CHECK(r.steps == 20 && !r.interrupted);
     char *l1 = log_text(o1, NULL), *l2 = log_text(o2, NULL);
@@ -736,6 +719,6 @@ int main(void)
     test_missing_modalities();
     test_all_objectives();
     test_validation_metrics();
-    rm_tree(root);
+    test_rm_tree(root);
     return test_finish("train_trainer");
 }
