@@ -205,8 +205,8 @@ static void test_folder(const char *dir)
     char *good = slurp(p, &n);
     const char *bad[] = {
         "not json",
-        "{\"algorithm\": \"blake2b-256\", \"files\": {\"../x\": {\"size\": 1, \"blake2b\": "
-        "\"0000000000000000000000000000000000000000000000000000000000000000\"}}}",
+        ("{\"algorithm\": \"blake2b-256\", \"files\": {\"../x\": {\"size\": 1, \"blake2b\": "
+         "\"0000000000000000000000000000000000000000000000000000000000000000\"}}}"),
         "{\"algorithm\": \"md5\", \"files\": {}}",
         "{\"algorithm\": \"blake2b-256\", \"files\": {\"config.json\": {\"size\": 11}}}",
         "{\"algorithm\": \"blake2b-256\", \"files\": []}",
