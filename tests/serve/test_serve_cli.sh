@@ -10,15 +10,7 @@ src=${TM_SOURCE_DIR:?}
 d=$src/tests/data/serve
 m=$d/model
 py=/usr/bin/python3
-pass=0 fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND... (stdout+stderr in $out)
-  local name=$1 want=$2; shift 2
-  out=$("$@" 2>&1); local got=$?
-  if [ "$got" -eq "$want" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $name: exit $got, want $want: $out"; fi
-}
-contains() {
-  if grep -q -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: no '$2' in: $out"; fi
-}
+. "${TM_SOURCE_DIR:?}/tests/lib.sh" # pass, fail, check, contains
 pycheck() { # pycheck NAME SCRIPT: the script reads $out on stdin, exits 0 when right
   if $py -c "$2" <<<"$out" 2>/tmp/tm_pycheck.$$; then pass=$((pass+1)); else
     fail=$((fail+1)); echo "FAIL $1: $(cat /tmp/tm_pycheck.$$): $out"; fi
