@@ -82,6 +82,7 @@ typedef enum {
     TM_OP_DROP_PATH,       /* stochastic depth */
     TM_OP_GROUPNORM,
     TM_OP_ATTENTION_PROBS, /* forward only */
+    TM_OP_ALLGATHER,       /* rows of every data-parallel rank */
     TM_OP_COUNT
 } tm_op;
 
@@ -246,6 +247,20 @@ tm_node *tm_l2_normalize(tm_graph *g, tm_node *x, float eps);
 /* (a / max(||a||, eps)) . (b / max(||b||, eps)) over the last axis (the
  * leading axes broadcast); built from l2_normalize, mul and sum. */
 tm_node *tm_cosine_similarity(tm_graph *g, tm_node *a, tm_node *b, float eps);
+
+/* Data parallelism: fills `all` with every rank's `bytes` bytes in rank
+ * order (this rank's are `mine`), like MPI_Allgather. */
+typedef tm_status (*tm_allgather_fn)(void *ctx, const void *mine, void *all, size_t bytes);
+
+/* x (B, ...) -> (world * B, ...): every rank's x stacked in rank order, by
+ * gather(ctx, ...) in the forward pass. The backward hands x this rank's
+ * rows of the output gradient, unchanged: it assumes that every rank
+ * computes the same loss from the gathered rows, so the gradient of rank
+ * r's rows is taken on rank r and the ranks' parameter gradients add up
+ * to the gradient of that loss. world 1 (gather may then be NULL) is a
+ * copy. */
+tm_node *tm_allgather_rows(tm_graph *g, tm_node *x, int world, int rank, tm_allgather_fn gather,
+                           void *ctx);
 
 /* ------------------------------------------------------ compile and run */
 

@@ -224,6 +224,19 @@ typedef struct {
      * or TM_F16; parameters (master weights), gradients and every other op
      * stay f32. f16 training needs a tm_loss_scaler (trimodal/optim.h). */
     int precision;
+    /* TM_MODEL_TRAIN, data parallelism over `world` ranks (0 or 1: none):
+     * each rank's graph holds its `batch` rows of the global batch, rank
+     * `rank` holding rows rank * batch ... The contrastive loss is then
+     * the InfoNCE loss of the whole global batch: the embeddings and the
+     * present masks of all ranks are gathered with gather(gather_ctx, ...)
+     * (e.g. tm_dist_allgather) so every rank computes the same loss with
+     * every other rank's examples as negatives, and each rank's backward
+     * takes the gradient of its own rows. The ranks' gradients then add up
+     * to the global loss's gradient (a trainer that averages them weighs
+     * this loss by world). */
+    int world, rank;
+    tm_allgather_fn gather;
+    void *gather_ctx;
 } tm_model_graph_opts;
 
 tm_model_graph_opts tm_model_graph_default_opts(void); /* all 0 */

@@ -436,6 +436,9 @@ tm_status tm_dist_allreduce_mean(float *buf, size_t n, size_t bucket_floats);
 tm_status tm_dist_allreduce_sum_f64(double *buf, size_t n);
 /* Copies n floats of rank 0's buf to every rank (initial weights). */
 tm_status tm_dist_broadcast(float *buf, size_t n);
+/* Every rank's `bytes` bytes, in rank order, into all (world * bytes);
+ * a tm_allgather_fn (ctx unused), e.g. for tm_model_graph_opts.gather. */
+tm_status tm_dist_allgather(void *ctx, const void *mine, void *all, size_t bytes);
 tm_status tm_dist_barrier(void);
 /* Ends every process of the group with exit code `code` (MPI_Abort); a
  * program calls it when one rank fails so that the others do not wait

@@ -281,6 +281,14 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
     case TM_OP_PERMUTE:
         tm_permute_copy(F(n), F(x), x->ndim, x->shape, n->ip, 0);
         return TM_OK;
+    case TM_OP_ALLGATHER: {
+        size_t bytes = (size_t)x->numel * sizeof(float);
+        if (n->ip[0] == 1) {
+            memcpy(F(n), F(x), bytes);
+            return TM_OK;
+        }
+        return n->gather(n->gather_ctx, F(x), F(n), bytes);
+    }
     case TM_OP_CONV1D:
     case TM_OP_CONV2D: {
         const int *p = n->ip;
@@ -451,6 +459,11 @@ tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
             }
         return TM_OK;
     }
+    case TM_OP_ALLGATHER: /* this rank's rows: every rank computed the same loss */
+        if (G(x))
+            tm_unary_backward(TM_UNARY_SCALE, G(x), dy + (size_t)n->ip[1] * (size_t)x->numel, NULL,
+                              NULL, x->numel, 1.0f);
+        return TM_OK;
     case TM_OP_PERMUTE: {
         if (!G(x)) return TM_OK;
         int inv[TM_MAX_DIMS];

@@ -53,8 +53,9 @@ const tm_op_info tm_op_table[TM_OP_COUNT] = {
     [TM_OP_DROP_PATH] = {"drop_path", 0, 0},
     [TM_OP_GROUPNORM] = {"groupnorm", 3, 0},
     [TM_OP_ATTENTION_PROBS] = {"attention_probs", 0, 0},
+    [TM_OP_ALLGATHER] = {"allgather", 0, 0},
 };
-_Static_assert(TM_OP_COUNT == 40, "add the new op to tm_op_table and both backend switches");
+_Static_assert(TM_OP_COUNT == 41, "add the new op to tm_op_table and both backend switches");
 
 const char *tm_op_name(tm_op op)
 {
@@ -681,6 +682,30 @@ tm_node *tm_slice(tm_graph *g, tm_node *x, int axis, int64_t start, int64_t stop
     n->ip[0] = a;
     n->ip[1] = (int)start;
     n->ip[2] = (int)step;
+    return n;
+}
+
+tm_node *tm_allgather_rows(tm_graph *g, tm_node *x, int world, int rank, tm_allgather_fn gather,
+                           void *ctx)
+{
+    if (!inputs_ok(g, "allgather_rows", 1, &x) || !need_f32(g, "allgather_rows", x)) return NULL;
+    if (world < 1 || rank < 0 || rank >= world || (world > 1 && !gather) || x->ndim < 1)
+        return build_fail(g, TM_ERR_INVALID,
+                          "allgather_rows: rank %d of %d%s on a tensor of %d axes", rank, world,
+                          world > 1 && !gather ? " without a gather function" : "", x->ndim);
+    int64_t shape[TM_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    if (x->shape[0] > MAX_NUMEL / world || x->numel > MAX_NUMEL / world)
+        return build_fail(g, TM_ERR_INVALID, "allgather_rows: %d x %s is too large", world,
+                          SHAPE(x));
+    shape[0] *= world;
+    tm_node *n = new_node(g, TM_OP_ALLGATHER, TM_F32, x->ndim, shape);
+    if (!n) return NULL;
+    add_src(n, x);
+    n->ip[0] = world;
+    n->ip[1] = rank;
+    n->gather = gather;
+    n->gather_ctx = ctx;
     return n;
 }
 

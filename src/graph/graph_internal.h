@@ -48,6 +48,8 @@ struct tm_node {
     float *work;        /* forward scratch */
     float *bwork;       /* backward scratch */
     uint64_t dropout_stream; /* the forward call number, for the mask */
+    tm_allgather_fn gather; /* allgather: the collective and its context */
+    void *gather_ctx;
     void *prepared;     /* matmul in an inference graph: src[1] (a frozen
                            weight) in a prepared form, or NULL; run by
                            tm_prepared_matmul (prepared.c) */

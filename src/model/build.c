@@ -23,6 +23,8 @@ struct tm_model_graph {
     /* inputs written by the caller */
     tm_node *tokens, *image, *mel, *labels;
     uint8_t *present; /* (B, n_enc) */
+    uint8_t *present_all; /* (world * B, n_enc): every rank's (opts.world > 1) */
+    int64_t Bc;           /* rows of the contrastive loss: world * B */
     /* inputs derived from them before each forward pass */
     tm_node *text_bias;   /* (B, T) key bias of the text encoder */
     tm_node *text_pool;   /* (B, 1, T) weights of the text's masked mean */
@@ -33,8 +35,8 @@ struct tm_model_graph {
     tm_node *cross_bias[TM_MODEL_MAX_ENC]; /* (B, sum of the other streams' tokens) */
     int n_pairs;
     int pa[TM_MODEL_MAX_PAIRS], pb[TM_MODEL_MAX_PAIRS];
-    tm_node *pair_labels[TM_MODEL_MAX_PAIRS]; /* (B) i32: b or -100 */
-    tm_node *pair_bias[TM_MODEL_MAX_PAIRS];   /* (B) f32: 0 or PAIR_MASKED per column */
+    tm_node *pair_labels[TM_MODEL_MAX_PAIRS]; /* (Bc) i32: b or -100 */
+    tm_node *pair_bias[TM_MODEL_MAX_PAIRS];   /* (Bc) f32: 0 or PAIR_MASKED per column */
     tm_node *pair_weight[TM_MODEL_MAX_PAIRS]; /* () f32 */
     /* loss weights: scalar inputs, so a trainer can change them per step */
     tm_node *w_node[LOSS_COUNT];
@@ -361,13 +363,29 @@ static tm_node *build_contrastive(tm_model_graph *mg)
 {
     tm_graph *g = mg->g;
     const model_cfg *c = &mg->m->cfg;
-    int64_t B = mg->B;
+    int64_t B = mg->Bc;
+    tm_node *ls = mg->L->logit_scale;
+    if (mg->opts.world > 1 && ls) {
+        /* every rank computes the whole loss, so each must take 1/world of
+         * the temperature's gradient: the mean of the ranks' (equal)
+         * copies has that backward and the same value */
+        int world = mg->opts.world;
+        tm_node *all = tm_allgather_rows(g, tm_reshape(g, ls, 1, (int64_t[]){1}), world,
+                                         mg->opts.rank, mg->opts.gather, mg->opts.gather_ctx);
+        ls = tm_mean(g, all, 1, (int[]){0}, 0); /* a scalar, as logit_scale */
+    }
     /* scale = exp(min(logit_scale, max)) */
-    tm_node *scale = tm_exp(g, tm_nn_min_scalar(g, mg->L->logit_scale, (float)c->logit_scale_max));
+    tm_node *scale = tm_exp(g, tm_nn_min_scalar(g, ls, (float)c->logit_scale_max));
     tm_node *total = NULL;
     char name[64];
+    /* data parallelism: every rank's embeddings, in rank order */
+    tm_node *emb[TM_MODEL_MAX_ENC];
+    for (int i = 0; i < c->n_enc; i++)
+        emb[i] = mg->opts.world > 1 ? tm_allgather_rows(g, mg->emb[i], mg->opts.world, mg->opts.rank,
+                                                        mg->opts.gather, mg->opts.gather_ctx)
+                                    : mg->emb[i];
     for (int p = 0; p < mg->n_pairs; p++) {
-        tm_node *a = mg->emb[mg->pa[p]], *b = mg->emb[mg->pb[p]];
+        tm_node *a = emb[mg->pa[p]], *b = emb[mg->pb[p]];
         tm_node *logits = tm_mul(g, tm_matmul(g, a, b, 0, 1), scale); /* (B, B) */
         snprintf(name, sizeof name, "pair%d_labels", p);
         mg->pair_labels[p] = tm_input(g, name, TM_I32, 1, (int64_t[]){B});
@@ -641,6 +659,24 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
     mg->g = tm_graph_new();
     mg->L = tm_calloc(1, sizeof *mg->L);
     mg->present = tm_alloc((size_t)batch * (size_t)c->n_enc);
+    mg->Bc = batch;
+    if (mode == TM_MODEL_TRAIN && mg->opts.world > 1) {
+        if (mg->opts.rank < 0 || mg->opts.rank >= mg->opts.world || !mg->opts.gather ||
+            batch > (1 << 20) / mg->opts.world) {
+            s = tm_fail(TM_ERR_INVALID, "model_graph_new: rank %d of %d%s", mg->opts.rank,
+                        mg->opts.world, mg->opts.gather ? "" : " without a gather function");
+            goto fail;
+        }
+        mg->Bc = batch * mg->opts.world;
+        mg->present_all = tm_alloc((size_t)mg->Bc * (size_t)c->n_enc);
+        if (!mg->present_all) {
+            s = tm_fail(TM_ERR_NOMEM, "model_graph_new: out of memory");
+            goto fail;
+        }
+    } else {
+        mg->opts.world = 1;
+        mg->opts.rank = 0;
+    }
     int need_cap = mode == TM_MODEL_TRAIN && c->caption;
     int need_mlm = mode == TM_MODEL_TRAIN && c->masked;
     if (need_cap) mg->caption = tm_calloc((size_t)(batch * c->caption_tokens), sizeof(int32_t));
@@ -704,6 +740,7 @@ void tm_model_graph_free(tm_model_graph *mg)
     tm_graph_free(mg->g);
     tm_free(mg->L);
     tm_free(mg->present);
+    tm_free(mg->present_all);
     tm_free(mg->caption);
     tm_free(mg->mlm_user);
     tm_free(mg);
@@ -824,6 +861,10 @@ static void derive_inputs(tm_model_graph *mg)
      * the loss is the mean over the pairs that have any */
     int live = 0;
     int64_t counts[TM_MODEL_MAX_PAIRS];
+    if (mg->present_all) { /* the global batch's (gathered by tm_model_graph_forward) */
+        pres = mg->present_all;
+        B = mg->Bc;
+    }
     for (int p = 0; p < mg->n_pairs; p++) {
         counts[p] = 0;
         for (int64_t b = 0; b < B; b++) counts[p] += pres[b * M + mg->pa[p]] && pres[b * M + mg->pb[p]];
@@ -964,6 +1005,12 @@ tm_status tm_model_graph_forward(tm_model_graph *mg)
 {
     if (!mg) return tm_fail(TM_ERR_INVALID, "model_graph_forward: NULL graph");
     if (mg->mode == MODE_DECODE) return tm_graph_forward(mg->g); /* inputs given whole */
+    if (mg->present_all) {
+        const model_cfg *c = &mg->m->cfg;
+        tm_status gs = mg->opts.gather(mg->opts.gather_ctx, mg->present, mg->present_all,
+                                       (size_t)mg->B * (size_t)c->n_enc);
+        if (gs) return gs;
+    }
     derive_inputs(mg);
     if (mg->mem_bias) derive_caption(mg);
     int32_t saved = 0, *lab = NULL;

@@ -113,6 +113,20 @@ tm_status tm_dist_allreduce_sum_f64(double *buf, size_t n)
     return rc == MPI_SUCCESS ? TM_OK : mpi_err(rc, "MPI_Allreduce");
 }
 
+tm_status tm_dist_allgather(void *ctx, const void *mine, void *all, size_t bytes)
+{
+    (void)ctx;
+    if (!mine || !all) return tm_fail(TM_ERR_INVALID, "dist_allgather: NULL buffer");
+    if (g_world <= 1) {
+        memmove(all, mine, bytes);
+        return TM_OK;
+    }
+    if (bytes > (size_t)INT32_MAX)
+        return tm_fail(TM_ERR_INVALID, "dist_allgather: %zu bytes per rank is too many", bytes);
+    int rc = MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? TM_OK : mpi_err(rc, "MPI_Allgather");
+}
+
 tm_status tm_dist_broadcast(float *buf, size_t n)
 {
     if (g_world <= 1 || n == 0) return TM_OK;
@@ -172,5 +186,12 @@ tm_status tm_dist_broadcast(float *buf, size_t n)
     return TM_OK;
 }
 tm_status tm_dist_barrier(void) { return TM_OK; }
+tm_status tm_dist_allgather(void *ctx, const void *mine, void *all, size_t bytes)
+{
+    (void)ctx;
+    if (!mine || !all) return tm_fail(TM_ERR_INVALID, "dist_allgather: NULL buffer");
+    memmove(all, mine, bytes);
+    return TM_OK;
+}
 
 #endif

@@ -254,6 +254,11 @@ static tm_status ensure_train_graph(tm_trainer *t, int si)
         tm_model_graph_free(plain);
     }
     o.checkpoint_blocks = t->cfg->checkpoint_blocks;
+    if (t->world > 1) { /* the contrastive loss sees the whole global batch */
+        o.world = t->world;
+        o.rank = t->rank;
+        o.gather = tm_dist_allgather;
+    }
     tm_status s = tm_model_graph_new_opts(&t->g, t->m, t->local_batch, TM_MODEL_TRAIN, &o);
     if (s) return s;
     t->g_smoothing = ls;
@@ -1059,8 +1064,12 @@ static tm_status diverged(tm_trainer *t, int si, const char *what)
  * tokens, masked tokens) of N_k in the global batch is weighted
  * w_k * n_k * world / N_k on this rank: the average of the ranks'
  * gradients is then the gradient of the global mean, and each part's
- * global value is sum(n_k * mean_k) / N_k. The contrastive loss counts
- * one per rank (it sees only its local negatives). */
+ * global value is sum(n_k * mean_k) / N_k. The contrastive loss is the
+ * exception: every rank computes the InfoNCE loss of the whole global
+ * batch (its graph gathers every rank's embeddings) and takes the gradient
+ * of its own rows, so the ranks' gradients add up to the global one and
+ * the average needs the weight w * world; it counts one per rank, so its
+ * reported value is that same loss. */
 static void local_counts(tm_trainer *t, double *n)
 {
     const tm_model_info *mi = &t->info;
@@ -1092,7 +1101,9 @@ static tm_status dist_weights(tm_trainer *t, const float *w, double *n, double *
     if (s) return s;
     for (int k = 0; k < TM_LOSS_COUNT; k++) {
         if (!t->has_loss[k]) continue;
-        float wk = N[k] > 0 ? (float)((double)w[k] * n[k] * t->world / N[k]) : w[k];
+        float wk = k == TM_LOSS_CONTRASTIVE ? w[k] * (float)t->world
+                   : N[k] > 0                ? (float)((double)w[k] * n[k] * t->world / N[k])
+                                             : w[k];
         if ((s = tm_model_graph_set_loss_weight(t->g, tm_loss_name(k), wk))) return s;
     }
     return TM_OK;

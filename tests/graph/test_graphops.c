@@ -427,6 +427,95 @@ static void test_errors(void)
 #undef FRESH
 }
 
+/* ------------------------------------------------------------ allgather */
+
+/* A simulated group: every rank's rows live in `rows` (world * n floats);
+ * the gather copies this rank's rows in and hands out all of them. */
+typedef struct {
+    float *rows;
+    int rank, calls;
+    size_t bytes;
+} fake_group;
+
+static tm_status fake_gather(void *ctx, const void *mine, void *all, size_t bytes)
+{
+    fake_group *f = ctx;
+    f->calls++;
+    f->bytes = bytes;
+    memcpy((char *)f->rows + (size_t)f->rank * bytes, mine, bytes);
+    memcpy(all, f->rows, bytes * 3);
+    return TM_OK;
+}
+
+/* Three ranks each gather (2, 3) rows and compute the same loss
+ * sum(tanh(all) * G) over the (6, 3) stack: every rank's loss equals the
+ * single-graph loss, and rank r's input gradient is rows 2r..2r+1 of the
+ * single graph's; world 1 is a copy; bad settings fail when building. */
+static void test_allgather(void)
+{
+    enum { W = 3, N = 2, E = 3 };
+    float X[W * N * E], Gw[W * N * E];
+    test_fill_uniform(X, W * N * E, 5, -1.5f, 1.5f);
+    test_fill_uniform(Gw, W * N * E, 6, -1, 1);
+    /* the reference: one graph over all the rows */
+    tm_graph *ref = tm_graph_new();
+    tm_node *xr = tm_requires_grad(ref, tm_input(ref, "x", TM_F32, 2, (int64_t[]){W * N, E}));
+    tm_node *gr = tm_input(ref, "G", TM_F32, 2, (int64_t[]){W * N, E});
+    tm_node *lr = tm_sum(ref, tm_mul(ref, tm_tanh(ref, xr), gr), 0, NULL, 0);
+    CHECK_OK(tm_graph_compile(ref, lr, TM_GRAPH_TRAIN));
+    memcpy(tm_node_data(ref, xr), X, sizeof X);
+    memcpy(tm_node_data(ref, gr), Gw, sizeof Gw);
+    CHECK_OK(tm_graph_forward(ref));
+    CHECK_OK(tm_graph_backward(ref));
+    float want_loss = *(float *)tm_node_data(ref, lr);
+    for (int r = 0; r < W; r++) {
+        float rows[W * N * E];
+        memcpy(rows, X, sizeof rows);
+        for (int k = 0; k < N * E; k++) rows[r * N * E + k] = 99.0f; /* must come from x */
+        fake_group f = {rows, r, 0, 0};
+        tm_graph *g = tm_graph_new();
+        tm_node *x = tm_requires_grad(g, tm_input(g, "x", TM_F32, 2, (int64_t[]){N, E}));
+        tm_node *G = tm_input(g, "G", TM_F32, 2, (int64_t[]){W * N, E});
+        tm_node *all = tm_allgather_rows(g, x, W, r, fake_gather, &f);
+        CHECK(all && tm_node_shape(all)[0] == W * N && tm_node_shape(all)[1] == E);
+        tm_node *l = tm_sum(g, tm_mul(g, tm_tanh(g, all), G), 0, NULL, 0);
+        CHECK_OK(tm_graph_compile(g, l, TM_GRAPH_TRAIN));
+        memcpy(tm_node_data(g, x), X + r * N * E, sizeof(float) * N * E);
+        memcpy(tm_node_data(g, G), Gw, sizeof Gw);
+        CHECK_OK(tm_graph_forward(g));
+        CHECK(f.calls == 1 && f.bytes == sizeof(float) * N * E);
+        CHECK_NEAR(*(float *)tm_node_data(g, l), want_loss, 1e-6, 1e-6);
+        CHECK_OK(tm_graph_backward(g));
+        check_close("allgather grad", tm_node_grad(g, x), tm_node_grad(ref, xr) + r * N * E, N * E,
+                    1e-7, 1e-6);
+        tm_graph_free(g);
+    }
+    tm_graph_free(ref);
+    /* world 1: a copy, no gather needed */
+    tm_graph *g = tm_graph_new();
+    tm_node *x = tm_input(g, "x", TM_F32, 2, (int64_t[]){N, E});
+    tm_node *y = tm_allgather_rows(g, x, 1, 0, NULL, NULL);
+    CHECK_OK(tm_graph_compile(g, y, TM_GRAPH_INFER));
+    memcpy(tm_node_data(g, x), X, sizeof(float) * N * E);
+    CHECK_OK(tm_graph_forward(g));
+    check_close("allgather world 1", tm_node_data(g, y), X, N * E, 0, 0);
+    tm_graph_free(g);
+    /* bad settings */
+    int bad[][2] = {{2, 2}, {2, -1}, {0, 0}};
+    for (int i = 0; i < 3; i++) {
+        g = tm_graph_new();
+        x = tm_input(g, "x", TM_F32, 2, (int64_t[]){N, E});
+        CHECK(!tm_allgather_rows(g, x, bad[i][0], bad[i][1], fake_gather, NULL));
+        CHECK(tm_graph_status(g) == TM_ERR_INVALID);
+        tm_graph_free(g);
+    }
+    g = tm_graph_new();
+    x = tm_input(g, "x", TM_F32, 2, (int64_t[]){N, E});
+    CHECK(!tm_allgather_rows(g, x, 2, 0, NULL, NULL));
+    CHECK(strstr(tm_last_error(), "without a gather function") != NULL);
+    tm_graph_free(g);
+}
+
 int main(void)
 {
     test_gradients();
@@ -434,5 +523,6 @@ int main(void)
     test_rng_counter();
     test_attention_probs();
     test_errors();
+    test_allgather();
     return test_finish("graphops");
 }

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Data-parallel training: `mpirun -np 2 trimodal train` with the same global
 # batch gives the losses of one process (1e-5 relative) for the
-# classification, caption and masked objectives; a 2-process run resumes
+# classification, contrastive (over the whole global batch, with missing
+# modalities), caption and masked objectives; a 2-process run resumes
 # exactly; a batch that does not split over the processes is refused.
 # Skips (exit 0, with a message) when mpirun or python3 is absent or the
 # build has no MPI.
@@ -43,16 +44,17 @@ cat >"$tmp/run.json" <<JSON
    "encoders": [{"modality": "text", "layers": 1, "vocab_size": 48, "max_tokens": 6},
                 {"modality": "vision", "layers": 1, "channels": 1, "image_size": 8, "patch_size": 4}],
    "fusion": {"type": "early", "layers": 1},
-   "classifier": {"num_classes": 4},
+   "classifier": {"num_classes": 4}, "contrastive": {"dim": 8},
    "caption": {"layers": 1, "max_tokens": 7, "bos_id": 2, "eos_id": 3, "pad_id": 0},
    "masked_token": {"mask_id": 1}},
  "out": "$tmp/one", "seed": 11, "batch_size": 8, "log_every": 1, "allreduce_bucket_mb": 0.002,
  "checkpoint": {"every": 4, "keep": 2},
  "validation": {"every": 6, "metric": "loss"},
  "data": {"synthetic": {"examples": 40, "val_examples": 20}},
- "stages": [{"name": "a", "steps": 8, "objectives": {"classification": 1, "caption": 0.5, "masked": 0.7},
+ "stages": [{"name": "a", "steps": 8, "objectives": {"classification": 1, "contrastive": 0.8, "caption": 0.5, "masked": 0.7},
              "optimizer": {"lr": 0.01}},
-            {"name": "b", "steps": 6, "objectives": {"classification": 1},
+            {"name": "b", "steps": 6, "objectives": {"classification": 1, "contrastive": 1},
+             "data": {"modality_dropout": {"text": 0.3, "vision": 0.3}},
              "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "clip_grad_norm": 1}}]}
 JSON
 
