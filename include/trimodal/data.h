@@ -379,6 +379,9 @@ typedef struct {
      * default text, image, audio */
     int n_modalities;
     unsigned modality[4];
+    /* TM_MODALITY_* bits neither read nor decoded: reported missing in
+     * every example (a training stage that feeds only some modalities); 0 */
+    unsigned skip_modalities;
     /* which rows */
     const char *split;       /* rows of this split; NULL: every row */
     const int64_t *rows;     /* or these row indices (copied; repeats

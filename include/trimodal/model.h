@@ -237,6 +237,20 @@ typedef struct {
     int world, rank;
     tm_allgather_fn gather;
     void *gather_ctx;
+    /* Bit i set: encoder i is not built. Its modality counts as missing in
+     * every example (the present mask's column is cleared before each
+     * pass), its outputs are zeros and its inputs absent (NULL in
+     * tm_model_graph_inputs), so the graph computes what the full graph
+     * computes for examples without that modality, for none of the
+     * encoder's cost: e.g. a training stage that feeds one modality. */
+    unsigned skip_encoders;
+    /* TM_MODEL_TRAIN: bit k set leaves out loss k of ("classification",
+     * "contrastive", "caption", "masked"); only the last three can be left
+     * out. The graph then computes nothing for it (no contrastive heads, no
+     * caption decoder, no masked-token head), reports it absent (NaN), and
+     * accepts only the weight 0 for it: e.g. a training stage without that
+     * objective. */
+    unsigned skip_losses;
 } tm_model_graph_opts;
 
 tm_model_graph_opts tm_model_graph_default_opts(void); /* all 0 */

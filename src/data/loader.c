@@ -893,6 +893,7 @@ tm_status tm_loader_new(tm_loader **out, const tm_manifest *m, const tm_loader_c
     l->M = cfg->n_modalities;
     l->want = (l->T ? TM_MODALITY_TEXT : 0) | (l->CHW ? TM_MODALITY_IMAGE : 0) |
               (l->MF ? TM_MODALITY_AUDIO : 0);
+    l->want &= ~cfg->skip_modalities;
     l->perm_epoch = -1;
     pthread_mutex_init(&l->lock, NULL);
     pthread_mutex_init(&l->cache_lock, NULL);

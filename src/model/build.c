@@ -24,6 +24,7 @@ struct tm_model_graph {
     tm_node *tokens, *image, *mel, *labels;
     uint8_t *present; /* (B, n_enc) */
     uint8_t *present_all; /* (world * B, n_enc): every rank's (opts.world > 1) */
+    tm_node *zeros[2 * TM_MODEL_MAX_ENC]; /* skipped encoders' outputs: always 0 */
     int64_t Bc;           /* rows of the contrastive loss: world * B */
     /* inputs derived from them before each forward pass */
     tm_node *text_bias;   /* (B, T) key bias of the text encoder */
@@ -177,6 +178,23 @@ static enc_out build_encoder(tm_model_graph *mg, int i)
     x = tm_nn_layernorm_forward(g, &E->ln, x);
     o.tokens = x;
     o.pooled = pool_tokens(mg, i, x);
+    return o;
+}
+
+/* A skipped encoder (opts.skip_encoders): zero tokens and pooled vector,
+ * inputs that tm_model_graph_new clears once. Its modality is missing in
+ * every example, so the fusion's masks hide these tokens. */
+static enc_out skipped_encoder(tm_model_graph *mg, int i)
+{
+    const model_cfg *c = &mg->m->cfg;
+    char name[48];
+    enc_out o;
+    snprintf(name, sizeof name, "skipped%d_tokens", i);
+    o.tokens = tm_input(mg->g, name, TM_F32, 3, (int64_t[]){mg->B, c->enc[i].tokens, c->dim});
+    snprintf(name, sizeof name, "skipped%d_pooled", i);
+    o.pooled = tm_input(mg->g, name, TM_F32, 2, (int64_t[]){mg->B, c->dim});
+    mg->zeros[2 * i] = o.tokens;
+    mg->zeros[2 * i + 1] = o.pooled;
     return o;
 }
 
@@ -450,12 +468,16 @@ static tm_status build(tm_model_graph *mg)
     const model_cfg *c = &mg->m->cfg;
     enc_out eo[TM_MODEL_MAX_ENC];
     int64_t B = mg->B;
-    for (int i = 0; i < c->n_enc && mg->mode != MODE_DECODE; i++) eo[i] = build_encoder(mg, i);
+    for (int i = 0; i < c->n_enc && mg->mode != MODE_DECODE; i++)
+        eo[i] = mg->opts.skip_encoders >> i & 1 ? skipped_encoder(mg, i) : build_encoder(mg, i);
 
     int train = mg->mode == TM_MODEL_TRAIN;
     int need_class = (mg->mode == TM_MODEL_CLASSIFY || train) && c->num_classes;
-    int need_emb = (mg->mode == TM_MODEL_EMBED || train) && c->embed_dim;
-    int need_ctx = (train || mg->mode == MODE_CONTEXT) && c->caption;
+    unsigned skip = train ? mg->opts.skip_losses : 0;
+    int need_emb = (mg->mode == TM_MODEL_EMBED || train) && c->embed_dim &&
+                   !(skip >> LOSS_CONTRASTIVE & 1);
+    int need_cap = c->caption && !(skip >> LOSS_CAPTION & 1);
+    int need_ctx = ((train && need_cap) || mg->mode == MODE_CONTEXT) && c->caption;
     int fuse_ctx = need_ctx && c->caption_context == CAPTION_CONTEXT_FUSION;
     tm_node *ctx = NULL;
     if (mg->mode == MODE_DECODE) need_class = need_emb = need_ctx = fuse_ctx = 0;
@@ -515,7 +537,7 @@ static tm_status build(tm_model_graph *mg)
             w = weighted(mg, LOSS_CONTRASTIVE, build_contrastive(mg));
             loss = loss ? tm_add(g, loss, w) : w;
         }
-        if (c->caption) {
+        if (need_cap) {
             int64_t Tc = c->caption_tokens;
             mg->dec_in = tm_input(g, "caption_in", TM_I32, 2, (int64_t[]){B, Tc - 1});
             mg->dec_labels = tm_input(g, "caption_labels", TM_I32, 1, (int64_t[]){B * (Tc - 1)});
@@ -525,7 +547,7 @@ static tm_status build(tm_model_graph *mg)
                          tm_cross_entropy(g, flat, mg->dec_labels, 0.0f, IGNORE_LABEL));
             loss = loss ? tm_add(g, loss, w) : w;
         }
-        if (c->masked) {
+        if (c->masked && !(skip >> LOSS_MASKED & 1)) {
             const enc_cfg *te = &c->enc[mg->text_enc];
             int64_t T = te->max_tokens;
             mg->mlm_labels = tm_input(g, "mlm_labels", TM_I32, 1, (int64_t[]){B * T});
@@ -649,6 +671,20 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
         tm_free(mg);
         return tm_fail(TM_ERR_INVALID, "model_graph_new: label_smoothing %g outside [0, 1)", eps);
     }
+    if (mg->opts.skip_losses & ~(unsigned)(2 | 4 | 8)) {
+        unsigned bits = mg->opts.skip_losses;
+        tm_free(mg);
+        return tm_fail(TM_ERR_INVALID, "model_graph_new: skip_losses 0x%x: only the contrastive "
+                       "(0x2), caption (0x4) and masked (0x8) losses can be left out", bits);
+    }
+    unsigned all_enc = (1u << c->n_enc) - 1;
+    if ((mg->opts.skip_encoders & ~all_enc) || (mg->opts.skip_encoders & all_enc) == all_enc) {
+        unsigned bits = mg->opts.skip_encoders;
+        tm_free(mg);
+        return tm_fail(TM_ERR_INVALID, "model_graph_new: skip_encoders 0x%x %s (the model has %d "
+                       "encoders)", bits, bits & ~all_enc ? "names encoders it does not have"
+                                                          : "leaves no encoder", c->n_enc);
+    }
     mg->text_enc = -1;
     for (int i = 0; i < c->n_enc; i++)
         if (c->enc[i].kind == ENC_TEXT) mg->text_enc = i;
@@ -715,6 +751,10 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
     if ((s = tm_graph_compile(mg->g, mg->root,
                               mode == TM_MODEL_TRAIN ? TM_GRAPH_TRAIN : TM_GRAPH_INFER)))
         goto fail;
+    for (int k = 0; k < 2 * TM_MODEL_MAX_ENC; k++)
+        if (mg->zeros[k])
+            memset(tm_node_data(mg->g, mg->zeros[k]), 0,
+                   (size_t)tm_node_numel(mg->zeros[k]) * sizeof(float));
     /* inference: weights prepared as the model says (tm_model_set_weights) */
     if (mode != TM_MODEL_TRAIN && mg->opts.precision == TM_F32 && m->weights &&
         (s = tm_graph_prepare_weights(mg->g, (tm_weights)m->weights)))
@@ -770,7 +810,7 @@ static void derive_inputs(tm_model_graph *mg)
     int64_t B = mg->B, M = c->n_enc;
     const uint8_t *pres = mg->present;
     const int32_t *tok = mg->tokens ? tm_node_data(mg->g, mg->tokens) : NULL;
-    const enc_cfg *te = mg->text_enc >= 0 ? &c->enc[mg->text_enc] : NULL;
+    const enc_cfg *te = mg->text_enc >= 0 && tok ? &c->enc[mg->text_enc] : NULL;
     if (te) {
         int64_t T = te->max_tokens;
         tm_nn_key_bias_from_ids(tm_node_data(mg->g, mg->text_bias), tok, B * T, te->pad_id);
@@ -826,7 +866,7 @@ static void derive_inputs(tm_model_graph *mg)
         int64_t Tb = e->tokens + c->bottleneck;
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t < Tb; t++)
-                cb[b * Tb + t] = t < e->tokens && e->kind == ENC_TEXT &&
+                cb[b * Tb + t] = t < e->tokens && e->kind == ENC_TEXT && tok &&
                                          tok[b * e->tokens + t] == e->pad_id
                                      ? -INFINITY
                                      : 0.0f;
@@ -1005,6 +1045,12 @@ tm_status tm_model_graph_forward(tm_model_graph *mg)
 {
     if (!mg) return tm_fail(TM_ERR_INVALID, "model_graph_forward: NULL graph");
     if (mg->mode == MODE_DECODE) return tm_graph_forward(mg->g); /* inputs given whole */
+    if (mg->opts.skip_encoders) { /* a skipped encoder's modality is missing */
+        int64_t M = mg->m->cfg.n_enc;
+        for (int64_t b = 0; b < mg->B; b++)
+            for (int64_t i = 0; i < M; i++)
+                if (mg->opts.skip_encoders >> i & 1) mg->present[b * M + i] = 0;
+    }
     if (mg->present_all) {
         const model_cfg *c = &mg->m->cfg;
         tm_status gs = mg->opts.gather(mg->opts.gather_ctx, mg->present, mg->present_all,
@@ -1043,6 +1089,11 @@ tm_status tm_model_graph_set_loss_weight(tm_model_graph *mg, const char *loss, f
                        (double)weight, loss);
     for (int k = 0; k < LOSS_COUNT; k++)
         if (!strcmp(loss, LOSS_NAMES[k])) {
+            if (!mg->w_node[k] && mg->mode == TM_MODEL_TRAIN && (mg->opts.skip_losses >> k & 1)) {
+                if (weight == 0.0f) return TM_OK;
+                return tm_fail(TM_ERR_INVALID, "set_loss_weight: this graph was built without "
+                               "the '%s' loss (skip_losses): its weight must stay 0", loss);
+            }
             if (!mg->w_node[k])
                 return tm_fail(TM_ERR_INVALID, "set_loss_weight: the %s has no '%s' loss",
                                mg->mode == TM_MODEL_TRAIN ? "model" : "graph (not a training one)",

@@ -43,6 +43,8 @@ struct tm_trainer {
     tm_model_graph *g, *vg;
     float g_smoothing, vg_smoothing; /* the label smoothing each graph was built with */
     tm_dtype g_prec, vg_prec;        /* and its GEMM precision */
+    unsigned g_skip, vg_skip;        /* and the encoders it leaves out */
+    unsigned g_skip_losses;          /* the training graph's objectives left out */
     /* f16 stages: the dynamic loss scaler, one for the whole run (its state
      * travels in the checkpoints); has_f16: some stage is f16 */
     tm_loss_scaler scaler;
@@ -233,6 +235,31 @@ static tm_status load_initial_model(tm_trainer *t)
     return s;
 }
 
+/* The encoders a stage does not feed (its data names its modalities):
+ * the stage's graphs leave them out. */
+static unsigned stage_skip(const tm_trainer *t, int si)
+{
+    const tm_train_data *d = &t->cfg->stages[si].data;
+    unsigned skip = 0;
+    for (int i = 0; i < t->info.n_modalities && d->n_modalities >= 0; i++) {
+        int fed = 0;
+        for (int k = 0; k < d->n_modalities; k++) fed |= !strcmp(d->modalities[k], t->info.modality[i]);
+        if (!fed) skip |= 1u << i;
+    }
+    return skip;
+}
+
+/* The losses a stage does not train (besides classification): its
+ * training graph leaves them out (validation still reports them all). */
+static unsigned stage_skip_losses(const tm_trainer *t, int si)
+{
+    const tm_train_stage *st = &t->cfg->stages[si];
+    unsigned skip = 0;
+    for (int k = TM_LOSS_CONTRASTIVE; k < TM_LOSS_COUNT; k++)
+        if (t->has_loss[k] && !st->objectives[k].enabled) skip |= 1u << k;
+    return skip;
+}
+
 /* The training graph for stage si's options (label smoothing, block
  * checkpointing), rebuilt when they change; with checkpointing on, the
  * arena of the same graph without it is measured once for the log. */
@@ -240,12 +267,17 @@ static tm_status ensure_train_graph(tm_trainer *t, int si)
 {
     float ls = t->cfg->stages[si].objectives[TM_LOSS_CLASSIFICATION].label_smoothing;
     tm_dtype prec = t->cfg->stages[si].precision;
-    if (t->g && t->g_smoothing == ls && t->g_prec == prec) return TM_OK;
+    unsigned skip = stage_skip(t, si);
+    if (t->g && t->g_smoothing == ls && t->g_prec == prec && t->g_skip == skip &&
+        t->g_skip_losses == stage_skip_losses(t, si))
+        return TM_OK;
     tm_model_graph_free(t->g);
     t->g = NULL;
     tm_model_graph_opts o = tm_model_graph_default_opts();
     o.label_smoothing = ls;
     o.precision = (int)prec;
+    o.skip_encoders = skip;
+    o.skip_losses = stage_skip_losses(t, si);
     if (t->cfg->checkpoint_blocks && !t->arena_plain) {
         /* measured first and freed, so that the two never coexist */
         tm_model_graph *plain = NULL;
@@ -263,6 +295,8 @@ static tm_status ensure_train_graph(tm_trainer *t, int si)
     if (s) return s;
     t->g_smoothing = ls;
     t->g_prec = prec;
+    t->g_skip = skip;
+    t->g_skip_losses = o.skip_losses;
     t->arena_bytes = tm_graph_arena_bytes(tm_model_graph_graph(t->g));
     if (!t->cfg->checkpoint_blocks) t->arena_plain = t->arena_bytes;
     return TM_OK;
@@ -273,17 +307,20 @@ static tm_status ensure_val_graph(tm_trainer *t, int si)
 {
     float ls = t->cfg->stages[si].objectives[TM_LOSS_CLASSIFICATION].label_smoothing;
     tm_dtype prec = t->cfg->stages[si].precision;
-    if (t->vg && t->vg_smoothing == ls && t->vg_prec == prec) return TM_OK;
+    unsigned skip = stage_skip(t, si);
+    if (t->vg && t->vg_smoothing == ls && t->vg_prec == prec && t->vg_skip == skip) return TM_OK;
     tm_model_graph_free(t->vg);
     t->vg = NULL;
     tm_model_graph_opts o = tm_model_graph_default_opts();
     o.label_smoothing = ls;
     o.deterministic = 1;
     o.precision = (int)prec;
+    o.skip_encoders = skip;
     tm_status s = tm_model_graph_new_opts(&t->vg, t->m, t->cfg->val_batch_size, TM_MODEL_TRAIN, &o);
     if (!s) {
         t->vg_smoothing = ls;
         t->vg_prec = prec;
+        t->vg_skip = skip;
     }
     return s;
 }

@@ -588,6 +588,47 @@ static void test_cache(const tm_manifest *m)
     }
 }
 
+/* skip_modalities: audio neither read nor decoded (half the cache misses
+ * of test_cache), reported missing, its mel all zeros; text and images
+ * as without it. */
+static void test_skip(const tm_manifest *m)
+{
+    tm_loader_config c = base_config();
+    c.shuffle = 0;
+    c.batch_size = 5;
+    c.workers = 1;
+    c.prefetch = 1;
+    tm_loader *all = NULL, *some = NULL;
+    CHECK_OK(tm_loader_new(&all, m, &c));
+    c.skip_modalities = TM_MODALITY_AUDIO;
+    CHECK_OK(tm_loader_new(&some, m, &c));
+    if (all && some) {
+        const tm_batch *a, *b;
+        int64_t M = c.n_modalities, n_img = (int64_t)c.image_channels * c.image_h * c.image_w;
+        int batches = 0, audio_seen = 0;
+        while (tm_loader_next(all, &a) == TM_OK && a && tm_loader_next(some, &b) == TM_OK && b) {
+            batches++;
+            CHECK(a->size == b->size);
+            CHECK(!memcmp(a->tokens, b->tokens, (size_t)(a->size * c.text_tokens) * 4));
+            CHECK(!memcmp(a->image, b->image, (size_t)(a->size * n_img) * 4));
+            for (int64_t r = 0; r < a->size; r++)
+                for (int64_t k = 0; k < M; k++) {
+                    int audio = c.modality[k] == TM_MODALITY_AUDIO;
+                    audio_seen += audio && a->present[r * M + k];
+                    CHECK(b->present[r * M + k] == (audio ? 0 : a->present[r * M + k]));
+                }
+            float mx = 0;
+            for (int64_t i = 0; i < b->size * c.n_mels * c.n_frames; i++) mx = fmaxf(mx, fabsf(b->mel[i]));
+            CHECK(mx == 0.0f);
+        }
+        CHECK(batches > 0 && audio_seen > 0);
+        tm_loader_stats sa = tm_loader_get_stats(all), sb = tm_loader_get_stats(some);
+        CHECK(sa.cache_misses == 38 && sb.cache_misses == 19);
+    }
+    tm_loader_free(all);
+    tm_loader_free(some);
+}
+
 static void test_bad_media(void)
 {
     write_text("img/bad.png", "\x89PNG\r\n\x1a\n this is not really a png");
@@ -745,6 +786,7 @@ int main(void)
         test_contents(m);
         test_determinism(m);
         test_shards(m);
+        test_skip(m);
         test_resume(m);
         test_cache(m);
         test_bad_media();

@@ -506,6 +506,110 @@ static void test_options(void)
     tm_model_free(m);
 }
 
+/* A graph that leaves encoders out (opts.skip_encoders) computes the loss
+ * and gradients of the full graph on the same batch with those modalities
+ * missing, has no inputs for them, and refuses to skip every encoder. */
+static void test_skip(const char *fusion, const char *extra, const char *context, unsigned skip)
+{
+    tm_model *m = make(fusion, extra, context);
+    if (!m) return;
+    size_t n;
+    tm_model_params(m, &n);
+    tm_model_graph_opts o = tm_model_graph_default_opts();
+    tm_model_graph *full = NULL, *part = NULL;
+    CHECK_OK(tm_model_graph_new_opts(&full, m, B, TM_MODEL_TRAIN, &o));
+    o.skip_encoders = skip;
+    CHECK_OK(tm_model_graph_new_opts(&part, m, B, TM_MODEL_TRAIN, &o));
+    float *gf = malloc(n * sizeof *gf);
+    int32_t tok[B * T];
+    float img[B * IMG], mel[B * MEL];
+    if (full && part && gf) {
+        tm_model_inputs a = tm_model_graph_inputs(full), b = tm_model_graph_inputs(part);
+        CHECK((b.tokens == NULL) == !!(skip & 1) && (b.image == NULL) == !!(skip & 2) &&
+              (b.mel == NULL) == !!(skip & 4));
+        fill(a, 9);
+        for (int r = 0; r < B; r++)
+            for (int i = 0; i < 3; i++)
+                if (skip >> i & 1) a.present[r * 3 + i] = 0;
+        /* the same batch; the skipped inputs go to scratch buffers */
+        if (!b.tokens) b.tokens = tok;
+        if (!b.image) b.image = img;
+        if (!b.mel) b.mel = mel;
+        fill(b, 9);
+        CHECK_OK(tm_model_graph_forward(full));
+        CHECK_OK(tm_model_graph_backward(full));
+        memcpy(gf, tm_model_grads(m, NULL), n * sizeof *gf);
+        CHECK_OK(tm_model_graph_forward(part));
+        CHECK_OK(tm_model_graph_backward(part));
+        tm_model_loss lf = tm_model_graph_loss(full), lp = tm_model_graph_loss(part);
+        CHECK_NEAR(lp.total, lf.total, 1e-6, 1e-5);
+        CHECK_NEAR(lp.classification, lf.classification, 1e-6, 1e-5);
+        CHECK(isnan(lf.contrastive) == isnan(lp.contrastive));
+        if (!isnan(lf.contrastive)) CHECK_NEAR(lp.contrastive, lf.contrastive, 1e-6, 1e-5);
+        if (!isnan(lf.caption)) CHECK_NEAR(lp.caption, lf.caption, 1e-6, 1e-5);
+        char what[96];
+        snprintf(what, sizeof what, "skip 0x%x gradients (%s)", skip, fusion);
+        check_close(what, tm_model_grads(m, NULL), gf, (int64_t)n, 1e-6, 1e-4);
+        /* the present mask of a skipped modality is cleared */
+        for (int i = 0; i < 3; i++)
+            if (skip >> i & 1) CHECK(tm_model_graph_inputs(part).present[i] == 0);
+    }
+    free(gf);
+    tm_model_graph_free(full);
+    tm_model_graph_free(part);
+    o.skip_encoders = 7;
+    CHECK_STATUS(tm_model_graph_new_opts(&part, m, B, TM_MODEL_TRAIN, &o), TM_ERR_INVALID);
+    CHECK(strstr(tm_last_error(), "leaves no encoder") != NULL);
+    o.skip_encoders = 8;
+    CHECK_STATUS(tm_model_graph_new_opts(&part, m, B, TM_MODEL_TRAIN, &o), TM_ERR_INVALID);
+    tm_model_free(m);
+}
+
+/* skip_losses: the contrastive and caption losses left out give the loss
+ * and gradients of the full graph with their weights 0; they read as
+ * absent; only weight 0 is accepted for them; classification cannot be
+ * left out. */
+static void test_skip_losses(void)
+{
+    tm_model *m = make("early", ", \"layers\": 1", "audio");
+    if (!m) return;
+    size_t n;
+    tm_model_params(m, &n);
+    tm_model_graph_opts o = tm_model_graph_default_opts();
+    tm_model_graph *full = NULL, *part = NULL;
+    CHECK_OK(tm_model_graph_new_opts(&full, m, B, TM_MODEL_TRAIN, &o));
+    o.skip_losses = 2 | 4;
+    CHECK_OK(tm_model_graph_new_opts(&part, m, B, TM_MODEL_TRAIN, &o));
+    float *gf = malloc(n * sizeof *gf);
+    if (full && part && gf) {
+        CHECK(tm_graph_arena_bytes(tm_model_graph_graph(part)) <
+              tm_graph_arena_bytes(tm_model_graph_graph(full)));
+        fill(tm_model_graph_inputs(full), 4);
+        fill(tm_model_graph_inputs(part), 4);
+        CHECK_OK(tm_model_graph_set_loss_weight(full, "contrastive", 0));
+        CHECK_OK(tm_model_graph_set_loss_weight(full, "caption", 0));
+        CHECK_OK(tm_model_graph_set_loss_weight(part, "caption", 0));
+        CHECK_STATUS(tm_model_graph_set_loss_weight(part, "contrastive", 0.5f), TM_ERR_INVALID);
+        CHECK(strstr(tm_last_error(), "without the 'contrastive' loss") != NULL);
+        CHECK_OK(tm_model_graph_forward(full));
+        CHECK_OK(tm_model_graph_backward(full));
+        memcpy(gf, tm_model_grads(m, NULL), n * sizeof *gf);
+        CHECK_OK(tm_model_graph_forward(part));
+        CHECK_OK(tm_model_graph_backward(part));
+        tm_model_loss lf = tm_model_graph_loss(full), lp = tm_model_graph_loss(part);
+        CHECK_NEAR(lp.total, lf.total, 1e-6, 1e-5);
+        CHECK_NEAR(lp.masked, lf.masked, 1e-6, 1e-5);
+        CHECK(isnan(lp.contrastive) && isnan(lp.caption) && isfinite(lf.caption));
+        check_close("skip_losses gradients", tm_model_grads(m, NULL), gf, (int64_t)n, 1e-6, 1e-4);
+    }
+    free(gf);
+    tm_model_graph_free(full);
+    tm_model_graph_free(part);
+    o.skip_losses = 1;
+    CHECK_STATUS(tm_model_graph_new_opts(&part, m, B, TM_MODEL_TRAIN, &o), TM_ERR_INVALID);
+    tm_model_free(m);
+}
+
 int main(void)
 {
     test_options();
@@ -520,5 +624,11 @@ int main(void)
     test_independence("cross", ", \"layers\": 1");
     test_attention_maps();
     test_decoding();
+    test_skip("early", ", \"layers\": 1", "fusion", 5);   /* vision alone */
+    test_skip("early", ", \"layers\": 1", "audio", 2);    /* text and audio */
+    test_skip("late", "", "fusion", 3);                     /* audio alone */
+    test_skip("cross", ", \"layers\": 1", "audio", 1);    /* vision and audio */
+    test_skip("bottleneck", ", \"layers\": 1, \"tokens\": 2", "fusion", 4);
+    test_skip_losses();
     return test_finish("model_heads");
 }
