@@ -2,7 +2,7 @@
 # `make demo`: the whole job on the bundled tri-modal dataset.
 #   1. builds FashionTri from Debian packages (or reuses it),
 #   2. trains a BPE tokenizer on its written and spoken hints,
-#   3. trains the demo model (configs/demo/) through a three-stage curriculum,
+#   3. trains the demo model (configs/demo/) through a four-stage curriculum,
 #   4. evaluates it on the test split (speakers never heard in training):
 #      accuracy with each subset of modalities, retrieval between them, the
 #      word error rate of the speech-recognition head, a bias audit by voice,
@@ -14,7 +14,8 @@
 #
 # Environment: DEMO_DIR (default BUILD/demo) holds everything; DEMO_QUICK=1
 # builds a small subset and trains briefly (minutes, for a first look);
-# DEMO_LIMIT="TRAIN TEST" and DEMO_STEPS="S1 S2 S3" size a smoke run;
+# DEMO_LIMIT="TRAIN TEST" and DEMO_STEPS="S1 S2 S3 S4" size a smoke run (a
+# missing count repeats the last one);
 # TRIMODAL_THREADS as everywhere.
 set -euo pipefail
 BUILD=${1:-build}
@@ -28,21 +29,21 @@ say() { printf '\n== %s\n' "$*" >&2; }
 warm() { local w=$(( $1 / 20 )); [ "$w" -gt 50 ] && w=50; echo "$w"; } # warm-up: 5% of a stage, <= 50
 
 if [ -n "${DEMO_LIMIT:-}" ]; then
-  # a smoke run: DEMO_LIMIT="TRAIN TEST" images, DEMO_STEPS="S1 S2 S3" steps
+  # a smoke run: DEMO_LIMIT="TRAIN TEST" images, DEMO_STEPS="S1 S2 S3 S4" steps
   read -r lt lx <<<"$DEMO_LIMIT"
   DATA=$DIR/fashion-tri-$lt-$lx
   LIMIT=(--limit-train "$lt" --limit-test "$lx")
-  read -r -a STEPS <<<"${DEMO_STEPS:-20 10 20}"
+  read -r -a STEPS <<<"${DEMO_STEPS:-20 10 10 20}"
   RUN=$DIR/run-$lt-$lx
 elif [ "$QUICK" = 1 ]; then
   DATA=$DIR/fashion-tri-quick
   LIMIT=(--limit-train 4000 --limit-test 1000)
-  STEPS=(150 50 200)
+  STEPS=(300 100 50 200)
   RUN=$DIR/run-quick
 else
   DATA=$DIR/fashion-tri
   LIMIT=()
-  STEPS=(900 150 950)
+  STEPS=(1500 600 150 900)
   RUN=$DIR/run
 fi
 
@@ -61,12 +62,13 @@ else
   echo "reusing $TOK" >&2
 fi
 
-say "3/5 training (curriculum: unimodal, align, finetune) into $RUN"
-sed -e "s|@ROOT@|$ROOT|g" -e "s|@OUT@|$RUN|g" -e "s|@OUT_PARENT@|$DIR|g" \
-    -e "s|@DATA@|$DATA|g" -e "s|@STEPS1@|${STEPS[0]}|" -e "s|@STEPS2@|${STEPS[1]}|" \
-    -e "s|@STEPS3@|${STEPS[2]}|" -e "s|@W1@|$(warm "${STEPS[0]}")|" \
-    -e "s|@W2@|$(warm "${STEPS[1]}")|" -e "s|@W3@|$(warm "${STEPS[2]}")|" \
-    "$ROOT/configs/demo/run.json" > "$DIR/run.json"
+say "3/5 training (curriculum: vision, hints, align, finetune) into $RUN"
+SUBST=(-e "s|@ROOT@|$ROOT|g" -e "s|@OUT@|$RUN|g" -e "s|@OUT_PARENT@|$DIR|g" -e "s|@DATA@|$DATA|g")
+for i in 1 2 3 4; do
+  n=${STEPS[$((i - 1))]:-${STEPS[${#STEPS[@]}-1]}}
+  SUBST+=(-e "s|@STEPS$i@|$n|" -e "s|@W$i@|$(warm "$n")|")
+done
+sed "${SUBST[@]}" "$ROOT/configs/demo/run.json" > "$DIR/run.json"
 if [ -f "$RUN/final/model.safetensors" ] && [ "$RUN/final/model.safetensors" -nt "$DIR/run.json" ]; then
   echo "reusing the finished run in $RUN" >&2
 else
