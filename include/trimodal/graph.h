@@ -326,6 +326,13 @@ tm_node *tm_graph_checkpoint_end(tm_graph *g, tm_node *y);
  * uninterrupted run would have drawn. */
 uint64_t tm_graph_rng_counter(const tm_graph *g);   /* 0 for NULL */
 void tm_graph_set_rng_counter(tm_graph *g, uint64_t counter); /* NULL is harmless */
+/* Data parallelism: this graph holds rank `rank`'s rows of a global batch
+ * whose ranks each hold B rows (B: the leading axis of every tensor that
+ * a dropout or drop-path masks), so rank r's rows are r * B ... Masks are
+ * then drawn at their global positions: the ranks together draw exactly
+ * the masks of one graph over the whole batch. Default 0; NULL or a
+ * negative rank is ignored. */
+void tm_graph_set_shard(tm_graph *g, int rank);
 
 /* Mixed precision: the precision in which matmul, linear and conv
  * (im2col GEMM) multiply, forward and backward. TM_F32 (the default) is

@@ -249,7 +249,8 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
     case TM_OP_DROPOUT:
         if (!g->recomputing) n->dropout_stream = g->rng_counter; /* a recompute redraws */
         if (g->mode == TM_GRAPH_TRAIN && n->fp[0] > 0)
-            tm_dropout_forward(F(n), F(x), n->numel, n->fp[0], n->seed, n->dropout_stream);
+            tm_dropout_forward_at(F(n), F(x), n->numel, n->fp[0], n->seed, n->dropout_stream,
+                                  (uint64_t)g->shard * (uint64_t)n->numel);
         else
             memcpy(F(n), F(x), (size_t)n->numel * sizeof(float));
         return TM_OK;
@@ -334,7 +335,8 @@ tm_status tm_cpu_forward(tm_graph *g, tm_node *n)
         if (!g->recomputing) n->dropout_stream = g->rng_counter;
         const int64_t N = x->shape[0], inner = N ? x->numel / N : 0;
         if (g->mode == TM_GRAPH_TRAIN)
-            tm_drop_path_forward(F(n), F(x), N, inner, n->fp[0], n->seed, n->dropout_stream);
+            tm_drop_path_forward_at(F(n), F(x), N, inner, n->fp[0], n->seed, n->dropout_stream,
+                                    (int64_t)g->shard * N);
         else
             memcpy(F(n), F(x), (size_t)n->numel * sizeof(float));
         return TM_OK;
@@ -421,7 +423,8 @@ tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
     case TM_OP_DROPOUT:
         if (!G(x)) return TM_OK;
         if (n->fp[0] > 0)
-            tm_dropout_backward(G(x), dy, n->numel, n->fp[0], n->seed, n->dropout_stream);
+            tm_dropout_backward_at(G(x), dy, n->numel, n->fp[0], n->seed, n->dropout_stream,
+                                   (uint64_t)g->shard * (uint64_t)n->numel);
         else
             tm_unary_backward(TM_UNARY_SCALE, G(x), dy, NULL, NULL, n->numel, 1.0f);
         return TM_OK;
@@ -518,7 +521,8 @@ tm_status tm_cpu_backward(tm_graph *g, tm_node *n)
     case TM_OP_DROP_PATH: {
         if (!G(x)) return TM_OK;
         const int64_t N = x->shape[0], inner = N ? x->numel / N : 0;
-        tm_drop_path_backward(G(x), dy, N, inner, n->fp[0], n->seed, n->dropout_stream);
+        tm_drop_path_backward_at(G(x), dy, N, inner, n->fp[0], n->seed, n->dropout_stream,
+                                 (int64_t)g->shard * N);
         return TM_OK;
     }
     case TM_OP_GROUPNORM: {

@@ -1048,6 +1048,11 @@ tm_node *tm_graph_checkpoint_end(tm_graph *g, tm_node *y)
 
 uint64_t tm_graph_rng_counter(const tm_graph *g) { return g ? g->rng_counter : 0; }
 
+void tm_graph_set_shard(tm_graph *g, int rank)
+{
+    if (g && rank >= 0) g->shard = rank;
+}
+
 void tm_graph_set_rng_counter(tm_graph *g, uint64_t counter)
 {
     if (g) g->rng_counter = counter;

@@ -82,6 +82,7 @@ struct tm_graph {
     int n_input_bufs;
     unsigned char *grad_ready; /* per node, during backward */
     uint64_t rng_counter;   /* call number of the next forward pass */
+    int shard;              /* tm_graph_set_shard: masks drawn at rows shard * B ... */
     int forwarded;          /* a forward pass completed since the last backward */
     int recomputing;        /* inside a segment's recompute */
     tm_segment *segs;

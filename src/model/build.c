@@ -704,6 +704,7 @@ static tm_status graph_new(tm_model_graph **out, tm_model *m, int64_t batch, tm_
             goto fail;
         }
         mg->Bc = batch * mg->opts.world;
+        tm_graph_set_shard(mg->g, mg->opts.rank); /* one graph's dropout masks */
         mg->present_all = tm_alloc((size_t)mg->Bc * (size_t)c->n_enc);
         if (!mg->present_all) {
             s = tm_fail(TM_ERR_NOMEM, "model_graph_new: out of memory");

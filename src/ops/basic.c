@@ -891,6 +891,7 @@ typedef struct {
     float p;
     uint64_t seed, stream;
     int accumulate;
+    uint64_t off; /* draws of elements off + i */
 } dropout_ctx;
 
 /* Element i keeps x[i] when tm_rng_uniform_at(seed, stream, i) >= p. That
@@ -904,15 +905,18 @@ static void dropout_task(void *q, int64_t t, int64_t nt)
     int64_t lo = t * CHUNK, hi = lo + CHUNK < c->n ? lo + CHUNK : c->n;
     float keep = 1.0f / (1.0f - c->p);
     _Static_assert(CHUNK % 4 == 0, "a task starts on a Philox block");
-    if (tm_cpu_isa() >= TM_ISA_AVX2)
+    if (tm_cpu_isa() >= TM_ISA_AVX2 && c->off % 4 == 0)
         lo = tm_dropout_range_avx2(c->y, c->x, lo, hi, c->p, keep, c->seed, c->stream,
-                                   c->accumulate);
+                                   c->accumulate, c->off);
     for (int64_t i0 = lo; i0 < hi; i0 += 4) {
-        uint32_t r[4];
-        tm_philox(c->seed, c->stream, (uint64_t)i0 >> 2, r);
+        uint32_t r[8];
+        /* draws off + i0 .. off + i0 + 3: one block, or the ends of two */
+        uint64_t g0 = (uint64_t)i0 + c->off, sh = g0 & 3;
+        tm_philox(c->seed, c->stream, g0 >> 2, r);
+        if (sh) tm_philox(c->seed, c->stream, (g0 >> 2) + 1, r + 4);
         int64_t e = i0 + 4 < hi ? i0 + 4 : hi;
         for (int64_t i = i0; i < e; i++) {
-            float u = (float)(r[i - i0] >> 8) * (1.0f / 16777216.0f);
+            float u = (float)(r[i - i0 + (int64_t)sh] >> 8) * (1.0f / 16777216.0f);
             float v = u >= c->p ? c->x[i] * keep : 0.0f;
             if (c->accumulate)
                 c->y[i] += v;
@@ -922,18 +926,30 @@ static void dropout_task(void *q, int64_t t, int64_t nt)
     }
 }
 
+void tm_dropout_forward_at(float *y, const float *x, int64_t n, float p, uint64_t seed,
+                           uint64_t stream, uint64_t off)
+{
+    dropout_ctx c = {y, x, n, p, seed, stream, 0, off};
+    tm_parallel_for(nchunks(n, CHUNK), dropout_task, &c);
+}
+
+void tm_dropout_backward_at(float *dx, const float *dy, int64_t n, float p, uint64_t seed,
+                            uint64_t stream, uint64_t off)
+{
+    dropout_ctx c = {dx, dy, n, p, seed, stream, 1, off};
+    tm_parallel_for(nchunks(n, CHUNK), dropout_task, &c);
+}
+
 void tm_dropout_forward(float *y, const float *x, int64_t n, float p, uint64_t seed,
                         uint64_t stream)
 {
-    dropout_ctx c = {y, x, n, p, seed, stream, 0};
-    tm_parallel_for(nchunks(n, CHUNK), dropout_task, &c);
+    tm_dropout_forward_at(y, x, n, p, seed, stream, 0);
 }
 
 void tm_dropout_backward(float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                          uint64_t stream)
 {
-    dropout_ctx c = {dx, dy, n, p, seed, stream, 1};
-    tm_parallel_for(nchunks(n, CHUNK), dropout_task, &c);
+    tm_dropout_backward_at(dx, dy, n, p, seed, stream, 0);
 }
 
 /* --------------------------------------------------------- embedding */

@@ -92,6 +92,13 @@ void tm_dropout_forward(float *y, const float *x, int64_t n, float p, uint64_t s
                         uint64_t stream);
 void tm_dropout_backward(float *dx, const float *dy, int64_t n, float p, uint64_t seed,
                          uint64_t stream);
+/* The same with the draws of elements off .. off + n - 1 (element i draws
+ * uniform(seed, stream, off + i)): a shard of a larger tensor gets that
+ * tensor's mask (data parallelism). */
+void tm_dropout_forward_at(float *y, const float *x, int64_t n, float p, uint64_t seed,
+                           uint64_t stream, uint64_t off);
+void tm_dropout_backward_at(float *dx, const float *dy, int64_t n, float p, uint64_t seed,
+                            uint64_t stream, uint64_t off);
 
 tm_status tm_embedding_forward(float *out, const float *table, const int32_t *ids, int64_t n,
                                int64_t V, int64_t C);
@@ -185,7 +192,8 @@ static const float TM_ERFC_G[11] = {-0.116086416f,   -0.152314425f,   -0.0198095
  * returns where it stopped (the caller does the rest). AVX2 (dropout_avx2.c):
  * call only when tm_cpu_isa() >= TM_ISA_AVX2. */
 int64_t tm_dropout_range_avx2(float *y, const float *x, int64_t lo, int64_t hi, float p,
-                              float keep, uint64_t seed, uint64_t stream, int accumulate);
+                              float keep, uint64_t seed, uint64_t stream, int accumulate,
+                              uint64_t off); /* draws at off + i; off a multiple of 4 */
 
 /* NULL when the CPU (or a forced ISA) does not allow the set. */
 const tm_basic_simd *tm_basic_simd_for(int isa);

@@ -60,14 +60,15 @@ static inline void philox8(uint64_t seed, uint64_t stream, uint64_t b0, __m256i 
 }
 
 int64_t tm_dropout_range_avx2(float *y, const float *x, int64_t lo, int64_t hi, float p,
-                              float keep, uint64_t seed, uint64_t stream, int accumulate)
+                              float keep, uint64_t seed, uint64_t stream, int accumulate,
+                              uint64_t off)
 {
     const __m256 vp = _mm256_set1_ps(p), vk = _mm256_set1_ps(keep);
     const __m256 unit = _mm256_set1_ps(1.0f / 16777216.0f);
     int64_t i = lo;
     for (; i + 32 <= hi; i += 32) {
         __m256i w[4];
-        philox8(seed, stream, (uint64_t)i >> 2, w);
+        philox8(seed, stream, ((uint64_t)i + off) >> 2, w);
         for (int q = 0; q < 4; q++) {
             __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w[q], 8)), unit);
             __m256 m = _mm256_cmp_ps(u, vp, _CMP_GE_OQ);

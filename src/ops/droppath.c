@@ -23,6 +23,7 @@ typedef struct {
     float p;
     uint64_t seed, stream;
     int accumulate;
+    int64_t first; /* row n is example first + n */
 } dp_ctx;
 
 static void dp_task(void *q, int64_t t, int64_t nt)
@@ -36,7 +37,7 @@ static void dp_task(void *q, int64_t t, int64_t nt)
         const int64_t n = i / c->inner;
         const int64_t end = (n + 1) * c->inner < hi ? (n + 1) * c->inner : hi;
         /* a dropped example is exactly 0, even where x is inf or NaN */
-        if (tm_drop_path_keep(c->seed, c->stream, n, c->p)) {
+        if (tm_drop_path_keep(c->seed, c->stream, c->first + n, c->p)) {
             if (c->accumulate)
                 for (; i < end; i++)
                     c->out[i] += c->in[i] * scale;
@@ -53,15 +54,27 @@ static void dp_task(void *q, int64_t t, int64_t nt)
 void tm_drop_path_forward(float *y, const float *x, int64_t N, int64_t inner, float p,
                           uint64_t seed, uint64_t stream)
 {
-    dp_ctx c = {y, x, N, inner, p, seed, stream, 0};
-    int64_t total = N * inner;
-    tm_parallel_for((total + DP_CHUNK - 1) / DP_CHUNK, dp_task, &c);
+    tm_drop_path_forward_at(y, x, N, inner, p, seed, stream, 0);
 }
 
 void tm_drop_path_backward(float *dx, const float *dy, int64_t N, int64_t inner, float p,
                            uint64_t seed, uint64_t stream)
 {
-    dp_ctx c = {dx, dy, N, inner, p, seed, stream, 1};
+    tm_drop_path_backward_at(dx, dy, N, inner, p, seed, stream, 0);
+}
+
+void tm_drop_path_forward_at(float *y, const float *x, int64_t N, int64_t inner, float p,
+                             uint64_t seed, uint64_t stream, int64_t first)
+{
+    dp_ctx c = {y, x, N, inner, p, seed, stream, 0, first};
+    int64_t total = N * inner;
+    tm_parallel_for((total + DP_CHUNK - 1) / DP_CHUNK, dp_task, &c);
+}
+
+void tm_drop_path_backward_at(float *dx, const float *dy, int64_t N, int64_t inner, float p,
+                              uint64_t seed, uint64_t stream, int64_t first)
+{
+    dp_ctx c = {dx, dy, N, inner, p, seed, stream, 1, first};
     int64_t total = N * inner;
     tm_parallel_for((total + DP_CHUNK - 1) / DP_CHUNK, dp_task, &c);
 }

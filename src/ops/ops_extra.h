@@ -48,6 +48,12 @@ void tm_drop_path_forward(float *y, const float *x, int64_t N, int64_t inner, fl
 /* dx (N, inner) += the same mask and scale applied to dy. */
 void tm_drop_path_backward(float *dx, const float *dy, int64_t N, int64_t inner, float p,
                            uint64_t seed, uint64_t stream);
+/* The same for examples first .. first + N - 1 of a larger batch (a data-
+ * parallel shard): row n draws example first + n's mask. */
+void tm_drop_path_forward_at(float *y, const float *x, int64_t N, int64_t inner, float p,
+                             uint64_t seed, uint64_t stream, int64_t first);
+void tm_drop_path_backward_at(float *dx, const float *dy, int64_t N, int64_t inner, float p,
+                              uint64_t seed, uint64_t stream, int64_t first);
 
 /* ------------------------------------------------- attention probs */
 

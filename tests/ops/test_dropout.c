@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ops/basic.h"
+#include "ops/ops_extra.h"
 #include "testutil.h"
 
 static void one(int64_t n, float p, uint64_t seed, uint64_t stream)
@@ -42,6 +43,34 @@ static void one(int64_t n, float p, uint64_t seed, uint64_t stream)
     free(x), free(y), free(dx), free(y2);
 }
 
+/* A shard at offset off draws the elements off .. of the whole tensor:
+ * forward and backward equal the slice of the unsharded ones, for offsets
+ * inside a Philox block and on one; drop-path's rows likewise. */
+static void sharded(int64_t n, uint64_t off, float p)
+{
+    int64_t total = (int64_t)off + n;
+    float *x = malloc((size_t)total * sizeof(float)), *y = malloc((size_t)total * sizeof(float));
+    float *dx = calloc((size_t)total, sizeof(float)), *ys = malloc((size_t)n * sizeof(float));
+    float *dxs = calloc((size_t)n, sizeof(float));
+    test_fill_uniform(x, total, off + 3, -2.0f, 2.0f);
+    tm_dropout_forward(y, x, total, p, 9, 5);
+    tm_dropout_backward(dx, x, total, p, 9, 5);
+    tm_dropout_forward_at(ys, x + off, n, p, 9, 5, off);
+    tm_dropout_backward_at(dxs, x + off, n, p, 9, 5, off);
+    CHECK(!memcmp(ys, y + off, (size_t)n * sizeof(float)));
+    CHECK(!memcmp(dxs, dx + off, (size_t)n * sizeof(float)));
+    free(x), free(y), free(dx), free(ys), free(dxs);
+    /* drop-path: rows first .. of a batch of first + 6 rows of 5 */
+    int64_t first = (int64_t)(off % 7), N = 6, inner = 5, rows = first + N;
+    float *a = malloc((size_t)(rows * inner) * sizeof(float));
+    float *b = malloc((size_t)(rows * inner) * sizeof(float)), *c = malloc((size_t)(N * inner) * sizeof(float));
+    test_fill_uniform(a, rows * inner, 11, -1.0f, 1.0f);
+    tm_drop_path_forward(b, a, rows, inner, 0.5f, 4, 2);
+    tm_drop_path_forward_at(c, a + first * inner, N, inner, 0.5f, 4, 2, first);
+    CHECK(!memcmp(c, b + first * inner, (size_t)(N * inner) * sizeof(float)));
+    free(a), free(b), free(c);
+}
+
 int main(void)
 {
     const int64_t sizes[] = {1, 2, 3, 5, 7, 31, 32, 33, 63, 100, 16383, 16385, 50001};
@@ -51,6 +80,10 @@ int main(void)
             one(sizes[s], 0.1f, 42, 0);
             one(sizes[s], 0.5f, 7, 3);
             one(sizes[s], 0.9f, 0xfeedbeefcafeull, 1ull << 40);
+        }
+        for (uint64_t off = 0; off < 9; off++) {
+            sharded(37, off, 0.3f);
+            sharded(16390, off * 1001, 0.6f);
         }
     }
     tm_force_isa(-1);

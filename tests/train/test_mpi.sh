@@ -2,8 +2,10 @@
 # Data-parallel training: `mpirun -np 2 trimodal train` with the same global
 # batch gives the losses of one process (1e-5 relative) for the
 # classification, contrastive (over the whole global batch, with missing
-# modalities), caption and masked objectives; a 2-process run resumes
-# exactly; a batch that does not split over the processes is refused.
+# modalities), caption and masked objectives, with dropout and drop-path
+# (each rank draws the masks of its rows of the global batch); a 2-process
+# run resumes exactly; a run moves between 1 and 2 processes at a
+# checkpoint; a batch that does not split over the processes is refused.
 # Skips (exit 0, with a message) when mpirun or python3 is absent or the
 # build has no MPI.
 set -u
@@ -40,7 +42,7 @@ ok() { pass=$((pass+1)); }
 bad() { echo "FAIL: $*"; fail=$((fail+1)); }
 
 cat >"$tmp/run.json" <<JSON
-{"model": {"dim": 16, "heads": 2, "mlp_dim": 32,
+{"model": {"dim": 16, "heads": 2, "mlp_dim": 32, "dropout": 0.1, "drop_path": 0.2,
    "encoders": [{"modality": "text", "layers": 1, "vocab_size": 48, "max_tokens": 6},
                 {"modality": "vision", "layers": 1, "channels": 1, "image_size": 8, "patch_size": 4}],
    "fusion": {"type": "early", "layers": 1},
@@ -75,6 +77,16 @@ mpi "$bin" train --config "$tmp/run.json" --out "$tmp/res" --progress none --no-
   --resume >"$tmp/r2.log" 2>&1 && ok || { bad "mpirun --resume"; cat "$tmp/r2.log"; }
 if python3 "$cmp" "$tmp/two/metrics.jsonl" "$tmp/res/metrics.jsonl" 0; then ok
 else bad "the resumed 2-process run differs"; fi
+
+# a one-process run resumed on two processes (and back): the same losses
+"$bin" train --config "$tmp/run.json" --out "$tmp/mix" --progress none --no-plots \
+  --max-steps 5 >"$tmp/m1.log" 2>&1 && ok || { bad "one process --max-steps"; cat "$tmp/m1.log"; }
+mpi "$bin" train --config "$tmp/run.json" --out "$tmp/mix" --progress none --no-plots \
+  --max-steps 10 --resume >"$tmp/m2.log" 2>&1 && ok || { bad "resume on 2"; cat "$tmp/m2.log"; }
+"$bin" train --config "$tmp/run.json" --out "$tmp/mix" --progress none --no-plots \
+  --resume >"$tmp/m3.log" 2>&1 && ok || { bad "resume on 1"; cat "$tmp/m3.log"; }
+if python3 "$cmp" "$tmp/one/metrics.jsonl" "$tmp/mix/metrics.jsonl" 1e-5; then ok
+else bad "a run moved between 1 and 2 processes differs from one process"; fi
 
 # a global batch that does not split evenly
 sed 's/"batch_size": 8/"batch_size": 7/' "$tmp/run.json" >"$tmp/odd.json"
