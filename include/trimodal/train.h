@@ -268,6 +268,7 @@ typedef struct {
     float grad_norm;                 /* before clipping */
     double samples_per_s;            /* over the steps of this process */
     double elapsed_s, eta_s;
+    double data_wait_s;              /* of elapsed_s: waiting for training batches */
     /* f16 stages (dynamic loss scaling): the scale this step's backward
      * used, whether its gradients overflowed so that the optimizer step was
      * skipped (and the scale lowered), and the steps skipped so far in the
@@ -352,6 +353,8 @@ typedef struct {
     float last_loss[TM_LOSS_COUNT], last_total;
     double elapsed_s;      /* this process's training time */
     double samples_per_s;
+    double data_wait_s;    /* of elapsed_s: waiting for training batches (the
+                              loader's fill; compute-bound when near 0) */
     int64_t checkpoints;   /* written by this process */
     int64_t skipped_steps; /* f16: optimizer steps skipped on gradient overflow */
     float loss_scale;      /* f16: the loss scale at the end (1 without f16) */

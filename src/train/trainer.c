@@ -834,6 +834,7 @@ static tm_status log_step(tm_trainer *t, const tm_train_progress *p)
     /* time-dependent fields last (tests compare the rest of the line) */
     json_num(t->metrics, "samples_per_s", p->samples_per_s);
     json_num(t->metrics, "time_s", p->elapsed_s);
+    json_num(t->metrics, "data_wait_s", p->data_wait_s);
     return log_end(t);
 }
 
@@ -1185,7 +1186,9 @@ static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
     tm_train_checkpoint *p = &t->st.pub;
     int64_t B = c->batch_size, LB = t->local_batch;
     /* this rank's rows of the global batch */
+    double w0 = tm_time_s();
     tm_status s = fill_batch(t, t->g, &t->src, si, p->epoch, p->index + t->rank * LB, LB, 1);
+    t->res.data_wait_s += tm_time_s() - w0;
     if (s) return s;
     memset(pr, 0, sizeof *pr);
     if ((s = set_weights(t, t->g, si, p->stage_step, pr->weight))) return s;
@@ -1314,6 +1317,7 @@ static tm_status train_step(tm_trainer *t, int si, tm_train_progress *pr)
     pr->stage_steps = t->stage_steps[si];
     pr->elapsed_s = el;
     pr->samples_per_s = el > 0 ? (double)(t->steps_here * B) / el : 0;
+    pr->data_wait_s = t->res.data_wait_s;
     pr->eta_s = t->steps_here ? el / (double)t->steps_here * (double)(t->total_steps - p->step) : 0;
     t->res.steps = p->step;
     t->res.last_total = l.total;

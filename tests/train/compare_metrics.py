@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Compares two trainer metrics.jsonl files line by line: the same lines and
 keys, every number within a relative tolerance (default 1e-5). Timing and
-layout fields (samples_per_s, time_s, world, local_batch, arena_bytes*) are
+layout fields (samples_per_s, time_s, data_wait_s, world, local_batch, arena_bytes*) are
 skipped. Exit status 0 when they agree, 1 (with the first difference) when
 they do not. Used by test_mpi.sh (one process against mpirun -np 2)."""
 import json
 import sys
 
-SKIP = {"samples_per_s", "time_s", "world", "local_batch", "arena_bytes",
+SKIP = {"samples_per_s", "time_s", "data_wait_s", "world", "local_batch", "arena_bytes",
         "arena_bytes_without_checkpointing"}
 
 

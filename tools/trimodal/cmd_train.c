@@ -696,8 +696,8 @@ static void summary(const char *out, const tm_run_config *cfg, const tm_train_re
         printf(",\"status\":\"%s\",\"steps\":%" PRId64 ",\"total_steps\":%" PRId64
                ",\"stages_done\":%d,\"checkpoints\":%" PRId64, status, r->steps, r->total_steps,
                r->stages_done, r->checkpoints);
-        printf(",\"elapsed_s\":%.3f,\"samples_per_s\":%.2f,\"train\":{", r->elapsed_s,
-               r->samples_per_s);
+        printf(",\"elapsed_s\":%.3f,\"samples_per_s\":%.2f,\"data_wait_s\":%.3f,\"train\":{",
+               r->elapsed_s, r->samples_per_s, r->data_wait_s);
         int first = 1;
         for (int k = 0; k <= TM_LOSS_COUNT; k++)
             if (!isnan(L->last_train[k]))
@@ -723,6 +723,9 @@ static void summary(const char *out, const tm_run_config *cfg, const tm_train_re
     printf("trimodal train: %s after %" PRId64 "/%" PRId64 " steps (%d of %d stages) in %.1f s, "
            "%.0f samples/s\n", status, r->steps, r->total_steps, r->stages_done, cfg->n_stages,
            r->elapsed_s, r->samples_per_s);
+    if (r->elapsed_s > 0)
+        printf("waiting for data: %.1f s of %.1f s (%.1f%%; the rest is compute, validation and "
+               "checkpoints)\n", r->data_wait_s, r->elapsed_s, 100.0 * r->data_wait_s / r->elapsed_s);
     if (L->has_train || L->has_val) {
         printf("\n  %-16s %14s %14s\n", "", "train (last)", "val (last)");
         for (int k = 0; k <= TM_LOSS_COUNT; k++)
