@@ -398,9 +398,18 @@ typedef enum {
 
 tm_status tm_graph_prepare_weights(tm_graph *g, tm_weights fmt);
 tm_weights tm_graph_weights(const tm_graph *g); /* TM_WEIGHTS_PLAIN for NULL */
-/* Matmuls prepared, and the bytes their prepared weights and scratch hold. */
+/* Matmuls prepared, and the bytes their prepared weights and scratch hold
+ * (weights shared with other graphs included). */
 int tm_graph_prepared_count(const tm_graph *g);
 size_t tm_graph_prepared_bytes(const tm_graph *g);
+/* Prepared weights are shared: graphs that prepare the same parameter
+ * buffer with the same contents, shape and format (a model's graphs at
+ * several batch sizes, a session's classify and embed graphs) hold one
+ * copy, freed with the last graph that uses it. Process-wide: the bytes
+ * and the number of distinct prepared weights held now, each counted
+ * once (thread-safe). */
+size_t tm_prepared_total_bytes(void);
+int tm_prepared_total_count(void);
 /* "plain", "f32", "bf16", "int8"; and back (-1 for an unknown name). */
 const char *tm_weights_name(tm_weights fmt);
 int tm_weights_from_name(const char *name);

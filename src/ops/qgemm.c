@@ -4,6 +4,7 @@
 #include "ops/qgemm.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ dispatch */
@@ -12,6 +13,7 @@ const char *tm_qkernel_name(tm_qkernel k)
 {
     switch (k) {
     case TM_QKERNEL_AVX2: return "avx2";
+    case TM_QKERNEL_AVX2UBS: return "avx2-maddubs";
     case TM_QKERNEL_AVXVNNI: return "avx-vnni";
     case TM_QKERNEL_AVX512VNNI: return "avx512-vnni";
     default: return "scalar";
@@ -23,7 +25,8 @@ int tm_qkernel_available(tm_qkernel k)
     tm_isa isa = tm_cpu_isa();
     switch (k) {
     case TM_QKERNEL_SCALAR: return 1;
-    case TM_QKERNEL_AVX2: return isa >= TM_ISA_AVX2;
+    case TM_QKERNEL_AVX2:
+    case TM_QKERNEL_AVX2UBS: return isa >= TM_ISA_AVX2;
 #if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 11
     case TM_QKERNEL_AVXVNNI:
         __builtin_cpu_init();
@@ -36,10 +39,31 @@ int tm_qkernel_available(tm_qkernel k)
     }
 }
 
+/* TRIMODAL_QKERNEL=<a kernel name> chooses that kernel where it is
+ * available (to compare them on a whole model; all give the same bits);
+ * -1 when unset or unknown. Read once. */
+static int env_kernel(void)
+{
+    static int cached = -2; /* not read yet */
+    int k = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (k != -2) return k;
+    const char *e = getenv("TRIMODAL_QKERNEL");
+    k = -1;
+    for (int i = 0; e && i < TM_QKERNEL_COUNT; i++)
+        if (!strcmp(e, tm_qkernel_name((tm_qkernel)i))) k = i;
+    __atomic_store_n(&cached, k, __ATOMIC_RELAXED);
+    return k;
+}
+
 tm_qkernel tm_qkernel_best(void)
 {
+    int e = env_kernel();
+    if (e >= 0 && tm_qkernel_available((tm_qkernel)e)) return (tm_qkernel)e;
     if (tm_qkernel_available(TM_QKERNEL_AVX512VNNI)) return TM_QKERNEL_AVX512VNNI;
     if (tm_qkernel_available(TM_QKERNEL_AVXVNNI)) return TM_QKERNEL_AVXVNNI;
+    /* vpmaddubsw: 15-17% faster than vpmaddwd on bench-small's shapes on
+     * Zen 3 (bench/bench_qgemm.c, docs/quantization.md) */
+    if (tm_qkernel_available(TM_QKERNEL_AVX2UBS)) return TM_QKERNEL_AVX2UBS;
     if (tm_qkernel_available(TM_QKERNEL_AVX2)) return TM_QKERNEL_AVX2;
     return TM_QKERNEL_SCALAR;
 }
@@ -197,14 +221,19 @@ static qblock_fn qblock_of(tm_qkernel k)
 {
     switch (k) {
     case TM_QKERNEL_AVX2: return tm_qgemm_block_avx2;
+    case TM_QKERNEL_AVX2UBS: return tm_qgemm_block_avx2ubs;
     case TM_QKERNEL_AVXVNNI: return tm_qgemm_block_avxvnni;
     case TM_QKERNEL_AVX512VNNI: return tm_qgemm_block_avx512vnni;
     default: return qgemm_block_scalar;
     }
 }
 
-/* Work items: (panel, block of ROWS rows), panel-major so that a thread's
- * contiguous range reuses each weight panel across rows from cache. */
+/* Work items: (block of ROWS rows, panel), row-major: a thread's
+ * contiguous range reuses its rows' activations across panels from L1,
+ * and the weights (bench-small's largest, 256 KB of int8, fit in L2) are
+ * read from L2 by every row block. Panel-major order (rows inner) re-read
+ * every activation row for each panel instead, from L3 when M * K is
+ * large: up to 26% slower at M = 2048 (bench/bench_qgemm.c). */
 #define ROWS 24
 
 typedef struct {
@@ -220,7 +249,7 @@ static void qtask_run(void *ctx, int64_t begin, int64_t end)
 {
     const qtask *t = ctx;
     for (int64_t i = begin; i < end; i++) {
-        int64_t p = i / t->row_blocks, r = i % t->row_blocks;
+        int64_t r = i / t->w->panels, p = i % t->w->panels;
         int64_t m0 = r * ROWS, m1 = m0 + ROWS < t->M ? m0 + ROWS : t->M;
         t->fn(t->C, t->ldc, t->qa, t->sa, m0, m1, t->w, p, p + 1);
     }
@@ -335,7 +364,7 @@ static void btask_run(void *ctx, int64_t begin, int64_t end)
 {
     const btask *t = ctx;
     for (int64_t i = begin; i < end; i++) {
-        int64_t p = i / t->row_blocks, r = i % t->row_blocks;
+        int64_t r = i / t->w->panels, p = i % t->w->panels; /* row-major, as qtask */
         int64_t m0 = r * ROWS, m1 = m0 + ROWS < t->M ? m0 + ROWS : t->M;
         t->fn(t->C, t->ldc, t->A, t->lda, m0, m1, t->w, p, p + 1);
     }

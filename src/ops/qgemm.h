@@ -58,6 +58,7 @@ void tm_quantize_rows_s8(int8_t *q, float *scale, const float *x, int64_t rows, 
 typedef enum {
     TM_QKERNEL_SCALAR = 0,  /* plain C */
     TM_QKERNEL_AVX2,        /* i8 widened to i16, vpmaddwd */
+    TM_QKERNEL_AVX2UBS,     /* |w| u8 x a*sgn(w) s8 vpmaddubsw, then vpmaddwd */
     TM_QKERNEL_AVXVNNI,     /* u8 x s8 vpdpbusd on ymm (Alder Lake and later) */
     TM_QKERNEL_AVX512VNNI,  /* u8 x s8 vpdpbusd on zmm (Cascade Lake, Zen 4) */
     TM_QKERNEL_COUNT
@@ -66,7 +67,8 @@ typedef enum {
 const char *tm_qkernel_name(tm_qkernel k);
 /* Whether this CPU (and the ISA in force, tm_cpu_isa()) can run k. */
 int tm_qkernel_available(tm_qkernel k);
-/* The fastest available kernel. */
+/* The fastest available kernel, or the one TRIMODAL_QKERNEL names
+ * (tm_qkernel_name) where it is available. */
 tm_qkernel tm_qkernel_best(void);
 
 /* Scratch bytes tm_qgemm needs for M rows of depth K. */
@@ -110,6 +112,8 @@ void tm_bgemm(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M, con
 /* Rows [m0, m1) and panels [p0, p1) of C. */
 void tm_qgemm_block_avx2(float *C, int64_t ldc, const int8_t *qa, const float *sa, int64_t m0,
                          int64_t m1, const tm_qweights *w, int64_t p0, int64_t p1);
+void tm_qgemm_block_avx2ubs(float *C, int64_t ldc, const int8_t *qa, const float *sa, int64_t m0,
+                            int64_t m1, const tm_qweights *w, int64_t p0, int64_t p1);
 void tm_qgemm_block_avxvnni(float *C, int64_t ldc, const int8_t *qa, const float *sa, int64_t m0,
                             int64_t m1, const tm_qweights *w, int64_t p0, int64_t p1);
 void tm_qgemm_block_avx512vnni(float *C, int64_t ldc, const int8_t *qa, const float *sa,

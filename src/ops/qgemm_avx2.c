@@ -2,10 +2,11 @@
  * int8 kernel (compiled for that extension with a target attribute, run
  * only where tm_qkernel_available says so). Compiled with -mavx2 -mfma.
  *
- * int8 on AVX2: the i8 values are widened to i16 and multiplied with
- * vpmaddwd, which sums two products into an i32 lane exactly (|q| <= 127,
- * so no pair can overflow): unlike vpmaddubsw this never saturates, and
- * the result equals the plain C kernel's bit for bit. */
+ * int8 on AVX2, two kernels, both exact (bit for bit the plain C one):
+ * tm_qgemm_block_avx2 widens the i8 values to i16 and multiplies with
+ * vpmaddwd, which sums two products into an i32 lane exactly (|q| <= 127);
+ * tm_qgemm_block_avx2ubs multiplies u8 by s8 with vpmaddubsw, the sign
+ * moved so that no s16 pair can saturate (see there). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -94,6 +95,74 @@ void tm_qgemm_block_avx2(float *C, int64_t ldc, const int8_t *qa, const float *s
             store_row(C + m * ldc + n0, fold_pairs(c00, c01), fold_pairs(c02, c03), sa[m],
                       w->scale + n0, nn);
         }
+    }
+}
+
+/* ------------------------------------------- AVX2 with vpmaddubsw */
+
+/* vpmaddubsw multiplies 32 u8 by 32 s8 and adds adjacent pairs into s16
+ * with saturation. With the sign moved onto the activation,
+ *   a * w = (a * sgn(w)) * |w|,
+ * the unsigned operand is |w| <= 127 and the signed one a * sgn(w) is in
+ * [-127, 127] (vpsignb; q is never -128), so a pair sums to at most
+ * 2 * 127 * 127 = 32258 < 32767: never saturates, the i32 totals are exact
+ * and equal the plain C kernel's. vpmaddwd with ones then adds the pairs
+ * of each column's group of four depths into its own i32 lane (a group of
+ * 16 columns x 4 depths is two ymm, one column per 32-bit lane, as for
+ * VNNI), so no folding is needed at the end. Four rows share each load of
+ * the panel. */
+#define UMR 4
+
+void tm_qgemm_block_avx2ubs(float *C, int64_t ldc, const int8_t *qa, const float *sa, int64_t m0,
+                            int64_t m1, const tm_qweights *w, int64_t p0, int64_t p1)
+{
+    const int64_t groups = w->kp / KG, kp = w->kp;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t p = p0; p < p1; p++) {
+        const int8_t *panel = w->q + p * kp * NR;
+        int64_t n0 = p * NR, nn = w->n - n0 < NR ? w->n - n0 : NR;
+        int64_t m = m0;
+        for (; m + UMR <= m1; m += UMR) {
+            const int8_t *a = qa + m * kp;
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+            __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+            for (int64_t g = 0; g < groups; g++) {
+                const int8_t *b = panel + g * NR * KG;
+                __m256i y0 = _mm256_loadu_si256((const __m256i *)b);
+                __m256i y1 = _mm256_loadu_si256((const __m256i *)(b + 32));
+                __m256i u0 = _mm256_abs_epi8(y0), u1 = _mm256_abs_epi8(y1), x;
+                int32_t v;
+#define UBS_ROW(r, acc0, acc1)                                                                     \
+    memcpy(&v, a + (r) * kp + g * KG, sizeof v);                                                   \
+    x = _mm256_set1_epi32(v);                                                                      \
+    acc0 = _mm256_add_epi32(                                                                       \
+        acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(x, y0)), ones));         \
+    acc1 = _mm256_add_epi32(                                                                       \
+        acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(x, y1)), ones))
+                UBS_ROW(0, c00, c01);
+                UBS_ROW(1, c10, c11);
+                UBS_ROW(2, c20, c21);
+                UBS_ROW(3, c30, c31);
+            }
+            store_row(C + m * ldc + n0, c00, c01, sa[m], w->scale + n0, nn);
+            store_row(C + (m + 1) * ldc + n0, c10, c11, sa[m + 1], w->scale + n0, nn);
+            store_row(C + (m + 2) * ldc + n0, c20, c21, sa[m + 2], w->scale + n0, nn);
+            store_row(C + (m + 3) * ldc + n0, c30, c31, sa[m + 3], w->scale + n0, nn);
+        }
+        for (; m < m1; m++) { /* the last rows, one at a time */
+            const int8_t *a = qa;
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00;
+            for (int64_t g = 0; g < groups; g++) {
+                const int8_t *b = panel + g * NR * KG;
+                __m256i y0 = _mm256_loadu_si256((const __m256i *)b);
+                __m256i y1 = _mm256_loadu_si256((const __m256i *)(b + 32));
+                __m256i u0 = _mm256_abs_epi8(y0), u1 = _mm256_abs_epi8(y1), x;
+                int32_t v;
+                UBS_ROW(m, c00, c01);
+            }
+            store_row(C + m * ldc + n0, c00, c01, sa[m], w->scale + n0, nn);
+        }
+#undef UBS_ROW
     }
 }
 

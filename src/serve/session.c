@@ -16,7 +16,6 @@
 #include "trimodal/ops.h"
 
 #define MAX_SIZES 11 /* graph batches 1, 2, 4, ..., 1024 */
-#define LABELS_MAX_BYTES ((size_t)16 << 20)
 
 struct tm_example {
     unsigned present;
@@ -95,7 +94,10 @@ static tm_status load_names(tm_session *s, const char *path, const char *key, in
 {
     char *text = NULL;
     size_t len = 0;
-    tm_status st = tm_read_file(path, LABELS_MAX_BYTES, &text, &len);
+    tm_status st = tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_LABELS_JSON_BYTES), &text, &len);
+    if (st == TM_ERR_LIMIT)
+        return tm_fail(st, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_LABELS_JSON_BYTES));
     if (st) return st;
     cJSON *root = cJSON_ParseWithLength(text, len);
     tm_free(text);
@@ -205,6 +207,11 @@ tm_status tm_session_open(tm_session **out, const char *dir, const tm_session_pa
     s->p = p;
     pthread_mutex_init(&s->lock, NULL);
     tm_status st = tm_model_load(&s->model, dir);
+    /* f32 models run on packed f32 weights (bitwise the same results as
+     * plain, prepared once and shared by every graph of the session);
+     * TRIMODAL_WEIGHTS (docs/quantization.md) still chooses another form */
+    if (!st && tm_model_weights(s->model) == TM_WEIGHTS_PLAIN && !getenv("TRIMODAL_WEIGHTS"))
+        st = tm_model_set_weights(s->model, TM_WEIGHTS_F32);
     char *path = NULL;
     if (!st) {
         s->info = tm_model_get_info(s->model);

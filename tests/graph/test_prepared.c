@@ -9,6 +9,8 @@
  *   (per-row activation and per-channel weight quantisation, exact integer
  *   sums), and the f32 graph within 3% (relative Frobenius);
  * - a prepared graph keeps its weights until prepared again; plain undoes;
+ * - graphs on one parameter buffer share each prepared weight (one copy,
+ *   freed with the last graph; changed values get a fresh copy);
  * - errors: not compiled, a training graph, a bf16-precision graph, a NaN
  *   weight for int8 (then nothing stays prepared), a bad format.
  */
@@ -28,7 +30,15 @@ typedef struct {
 
 /* out = gelu(x w1^T + b1) @ w2 (w2 (N1, N2), not transposed) + (x x^T)
  * summed in: x (B, T, K). */
+static net build_shared(tm_graph_mode mode, int bf16_precision, float *share, size_t count);
+
 static net build(tm_graph_mode mode, int bf16_precision)
+{
+    return build_shared(mode, bf16_precision, NULL, 0);
+}
+
+/* build, on a caller's parameter buffer when share is not NULL. */
+static net build_shared(tm_graph_mode mode, int bf16_precision, float *share, size_t count)
 {
     net n;
     n.g = tm_graph_new();
@@ -43,6 +53,7 @@ static net build(tm_graph_mode mode, int bf16_precision)
     n.out = tm_add(n.g, y, s);
     if (bf16_precision) tm_graph_set_precision(n.g, TM_BF16);
     if (mode == TM_GRAPH_TRAIN) n.out = tm_sum(n.g, n.out, 0, NULL, 0);
+    if (share) CHECK_OK(tm_graph_share_params(n.g, share, NULL, count));
     CHECK_OK(tm_graph_compile(n.g, n.out, mode));
     test_fill_uniform(tm_node_data(n.g, n.x), B * T * K, 1, -1, 1);
     test_fill_uniform(tm_node_data(n.g, n.w1), N1 * K, 2, -0.3f, 0.3f);
@@ -181,6 +192,67 @@ static void test_formats(void)
     tm_graph_free(n.g);
 }
 
+/* Two graphs on one parameter buffer hold one copy of each prepared
+ * weight (tm_prepared_total_*), freed with the last graph; a weight whose
+ * values changed is prepared anew while the other graph keeps its copy. */
+static void test_sharing(void)
+{
+    CHECK(tm_prepared_total_count() == 0 && tm_prepared_total_bytes() == 0);
+    /* one caller-owned parameter buffer, so that either graph may go first */
+    net t = build(TM_GRAPH_INFER, 0);
+    size_t count = 0;
+    tm_graph_params(t.g, &count);
+    tm_graph_free(t.g);
+    float *params = malloc(count * sizeof(float));
+    net a = build_shared(TM_GRAPH_INFER, 0, params, count);
+    net b = build_shared(TM_GRAPH_INFER, 0, params, count);
+    float *plain = run(&b);
+
+    CHECK_OK(tm_graph_prepare_weights(a.g, TM_WEIGHTS_F32));
+    size_t one = tm_prepared_total_bytes();
+    CHECK(tm_prepared_total_count() == 2 && one >= (N1 * K + N1 * N2) * sizeof(float));
+    CHECK_OK(tm_graph_prepare_weights(b.g, TM_WEIGHTS_F32));
+    CHECK(tm_prepared_total_count() == 2 && tm_prepared_total_bytes() == one); /* shared */
+    CHECK(tm_graph_prepared_bytes(b.g) == one);
+    float *fa = run(&a), *fb = run(&b);
+    CHECK(!memcmp(fa, plain, B * T * N2 * sizeof(float)));
+    CHECK(!memcmp(fb, plain, B * T * N2 * sizeof(float)));
+
+    /* another format is another copy */
+    CHECK_OK(tm_graph_prepare_weights(b.g, TM_WEIGHTS_I8));
+    CHECK(tm_prepared_total_count() == 4 && tm_prepared_total_bytes() > one);
+
+    /* w1 changes: b prepares a new w1 (w2 still shared); a keeps the old */
+    float *w1 = tm_node_data(b.g, b.w1);
+    for (int i = 0; i < N1 * K; i++) w1[i] *= 0.5f;
+    CHECK_OK(tm_graph_prepare_weights(b.g, TM_WEIGHTS_F32));
+    CHECK(tm_prepared_total_count() == 3);
+    float *fa2 = run(&a), *fb2 = run(&b);
+    CHECK(!memcmp(fa2, plain, B * T * N2 * sizeof(float)));
+    CHECK(memcmp(fb2, plain, B * T * N2 * sizeof(float)) != 0);
+    CHECK_OK(tm_graph_prepare_weights(b.g, TM_WEIGHTS_PLAIN));
+    float *pb2 = run(&b);
+    CHECK(!memcmp(fb2, pb2, B * T * N2 * sizeof(float)));
+    CHECK(tm_prepared_total_count() == 2 && tm_prepared_total_bytes() == one);
+
+    CHECK_OK(tm_graph_prepare_weights(b.g, TM_WEIGHTS_F32)); /* new w1, shared w2 */
+    CHECK(tm_prepared_total_count() == 3);
+    tm_graph_free(a.g); /* a's w1 goes; b's two stay */
+    CHECK(tm_prepared_total_count() == 2);
+    float *fb3 = run(&b);
+    CHECK(!memcmp(fb3, pb2, B * T * N2 * sizeof(float)));
+    tm_graph_free(b.g);
+    CHECK(tm_prepared_total_count() == 0 && tm_prepared_total_bytes() == 0);
+    free(params);
+    free(plain);
+    free(fa);
+    free(fb);
+    free(fa2);
+    free(fb2);
+    free(pb2);
+    free(fb3);
+}
+
 static void test_errors(void)
 {
     CHECK_STATUS(tm_graph_prepare_weights(NULL, TM_WEIGHTS_F32), TM_ERR_INVALID);
@@ -210,6 +282,7 @@ static void test_errors(void)
 int main(void)
 {
     test_formats();
+    test_sharing();
     test_errors();
     return test_finish("prepared");
 }

@@ -225,6 +225,49 @@ static void test_extremes(void)
     free(qa);
 }
 
+/* The worst case of vpmaddubsw (u8 x s8 pairs summed in s16 with
+ * saturation): every |q| = 127, the signs of activations and weights
+ * arranged so that adjacent products share a sign (pair sums of +-32258)
+ * or alternate; rows in blocks of four and a tail. Every kernel equals the
+ * exact i64 reference bit for bit. */
+static void test_pair_extremes(void)
+{
+    int64_t M = 11, N = 35, K = 131;
+    float *A = malloc((size_t)(M * K) * sizeof(float)), *W = malloc((size_t)(N * K) * sizeof(float));
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t k = 0; k < K; k++)
+            A[m * K + k] = m % 3 == 0 ? 1.0f : m % 3 == 1 ? -1.0f : ((k / 2 + m) % 2 ? 1.0f : -1.0f);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++)
+            W[n * K + k] = n % 4 == 0   ? 3.0f
+                           : n % 4 == 1 ? -3.0f
+                           : n % 4 == 2 ? ((k / 2) % 2 ? 3.0f : -3.0f)
+                                        : (k % 2 ? 3.0f : -3.0f);
+    tm_qweights qw;
+    CHECK_OK(tm_qweights_init(&qw, W, N, K, K, 1));
+    int8_t *qa = malloc((size_t)(M * qw.kp));
+    float *sa = malloc((size_t)M * sizeof *sa);
+    float *want = malloc((size_t)(M * N) * sizeof(float)), *got = malloc((size_t)(M * N) * sizeof(float));
+    tm_quantize_rows_s8(qa, sa, A, M, K, K, qw.kp);
+    ref_qgemm(want, qa, sa, qw.kp, &qw, M);
+    CHECK(fabsf(want[0] - 3.0f * (float)K) <= 1e-4f * 3.0f * (float)K); /* row 0, col 0: all +1 * +3 */
+    for (int k = 0; k < TM_QKERNEL_COUNT; k++) {
+        if (!tm_qkernel_available((tm_qkernel)k)) continue;
+        memset(got, 0xff, (size_t)(M * N) * sizeof(float));
+        tm_qgemm_s8((tm_qkernel)k, got, N, qa, sa, M, &qw);
+        int ok = !memcmp(got, want, (size_t)(M * N) * sizeof(float));
+        if (!ok) fprintf(stderr, "kernel %s: pair extremes differ\n", tm_qkernel_name((tm_qkernel)k));
+        CHECK(ok);
+    }
+    tm_qweights_free(&qw);
+    free(A);
+    free(W);
+    free(qa);
+    free(sa);
+    free(want);
+    free(got);
+}
+
 static void test_accuracy(void)
 {
     int64_t M = 65, N = 96, K = 256;
@@ -315,6 +358,7 @@ int main(void)
     }
     tm_set_num_threads(threads);
     test_extremes();
+    test_pair_extremes();
     test_accuracy();
     test_bf16();
     /* the plain C path alone, as TRIMODAL_ISA=scalar gives it */
