@@ -202,6 +202,68 @@ float tm_rng_normal_at(uint64_t seed, uint64_t stream, uint64_t index);
 void tm_rng_fill_uniform(tm_rng *r, float *x, int64_t n, float lo, float hi);
 void tm_rng_fill_normal(tm_rng *r, float *x, int64_t n, float mean, float std);
 
+/* ------------------------------------------------------------- limits
+ *
+ * Caps that protect memory and that have no parameter struct of their own
+ * (docs/limits.md lists every limit). Each has a default (the #define named
+ * beside it), a range it may be set within and a name. The table is
+ * process-wide: at first use it is read from the environment variable
+ * TRIMODAL_LIMITS, a comma-separated list of name=value
+ * ("tokenizer_file_bytes=1048576,manifest_words=512"; values are integers,
+ * optionally followed by k, m or g for KiB, MiB, GiB). Readers look limits
+ * up at each call, so a change takes effect at the next read. Thread-safe.
+ * Some limits can only be lowered (their maximum is their default) because
+ * buffers are sized by the default. */
+typedef enum {
+    TM_LIMIT_AUDIO_MIN_RATE,        /* audio_min_rate: Hz; TM_AUDIO_MIN_RATE */
+    TM_LIMIT_AUDIO_MAX_RATE,        /* audio_max_rate: Hz; TM_AUDIO_MAX_RATE */
+    TM_LIMIT_TOKENIZER_FILE_BYTES,  /* tokenizer_file_bytes; TM_TOKENIZER_MAX_FILE_BYTES */
+    TM_LIMIT_TOKENIZER_JSON_DEPTH,  /* tokenizer_json_depth; TM_TOKENIZER_MAX_JSON_DEPTH */
+    TM_LIMIT_TOKENIZER_VOCAB,       /* tokenizer_vocab; TM_TOKENIZER_MAX_VOCAB */
+    TM_LIMIT_TOKENIZER_TOKEN_BYTES, /* tokenizer_token_bytes; TM_TOKENIZER_MAX_TOKEN_BYTES */
+    TM_LIMIT_MANIFEST_WORDS,        /* manifest_words; TM_MANIFEST_MAX_WORDS */
+    TM_LIMIT_DATASET_JSON_BYTES,    /* dataset_json_bytes; TM_DATASET_MAX_BYTES */
+    TM_LIMIT_DATASET_CLASSES,       /* dataset_classes; TM_DATASET_MAX_CLASSES */
+    TM_LIMIT_MODEL_CONFIG_BYTES,    /* model_config_bytes: config.json; 16 MiB */
+    TM_LIMIT_LABELS_JSON_BYTES,     /* labels_json_bytes: a model's labels.json; 16 MiB */
+    TM_LIMIT_TENSOR_ELEMENTS,       /* tensor_elements: of one graph node; 2^40 */
+    TM_LIMIT_PREPROCESS_JSON_BYTES, /* preprocess_json_bytes: preprocess.json; 1 MiB */
+    TM_LIMIT_RUN_CONFIG_BYTES,      /* run_config_bytes: a training run config; 4 MiB */
+    TM_LIMIT_MULTIPART_PARTS,       /* multipart_parts: per served request; 16 (at most 1024) */
+    TM_LIMIT_CASCADE_JSON_BYTES,    /* cascade_json_bytes: a serving cascade file; 1 MiB */
+    TM_LIMIT_INDEX_MEDIA_BYTES,     /* index_media_bytes: one image/audio file indexed; 256 MiB */
+    TM_LIMIT_COUNT
+} tm_limit;
+
+/* The current value (the default until set). */
+int64_t tm_limit_get(tm_limit l);
+/* Sets a limit; TM_ERR_INVALID naming the limit and its range when v is
+ * outside it, or l is not a limit. */
+tm_status tm_limit_set(tm_limit l, int64_t v);
+/* The default, and the range a value may take (min or max may be NULL). */
+int64_t tm_limit_default(tm_limit l);
+void tm_limit_range(tm_limit l, int64_t *min, int64_t *max);
+/* The name ("tokenizer_file_bytes"), NULL when l is not a limit. */
+const char *tm_limit_name(tm_limit l);
+/* For messages: "tokenizer_file_bytes; change it with
+ * TRIMODAL_LIMITS=tokenizer_file_bytes=N or trimodal --limits
+ * tokenizer_file_bytes=N". "" when l is not a limit. */
+const char *tm_limit_hint(tm_limit l);
+/* The limit called name, or -1 (TM_ERR_INVALID recorded, listing the
+ * names) when there is none. */
+int tm_limit_from_name(const char *name);
+/* Applies a "name=value,name=value" list; source names it in messages
+ * ("TRIMODAL_LIMITS", "--limit"). On error nothing of the list is applied;
+ * TM_ERR_INVALID names the bad item. */
+tm_status tm_limits_parse(const char *spec, const char *source);
+/* Reads TRIMODAL_LIMITS (once per process; later calls return the first
+ * result). tm_limit_get() calls it; a bad TRIMODAL_LIMITS then leaves the
+ * defaults in place, so programs should call this at start-up and stop on
+ * an error, as the trimodal command does. */
+tm_status tm_limits_init(void);
+/* Every limit back to its default (for tests). */
+void tm_limits_reset(void);
+
 /* --------------------------------------------------------------- misc */
 
 /* CPU features detected at run time. */

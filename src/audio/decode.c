@@ -448,10 +448,14 @@ static tm_status load(tm_audio **out, source *s, const char *name, tm_audio_load
         return tm_fail(TM_ERR_FORMAT, "%s: corrupt header: sample rate %d, %d channels", name,
                        info.samplerate, info.channels);
     }
-    if (info.samplerate < TM_AUDIO_MIN_RATE || info.samplerate > TM_AUDIO_MAX_RATE) {
+    int64_t min_rate = tm_limit_get(TM_LIMIT_AUDIO_MIN_RATE);
+    int64_t max_rate = tm_limit_get(TM_LIMIT_AUDIO_MAX_RATE);
+    if (info.samplerate < min_rate || info.samplerate > max_rate) {
         sf_close(sf);
-        return tm_fail(TM_ERR_UNSUPPORTED, "%s: sample rate %d Hz outside [%d, %d]", name,
-                       info.samplerate, TM_AUDIO_MIN_RATE, TM_AUDIO_MAX_RATE);
+        tm_limit which = info.samplerate < min_rate ? TM_LIMIT_AUDIO_MIN_RATE : TM_LIMIT_AUDIO_MAX_RATE;
+        return tm_fail(TM_ERR_UNSUPPORTED, "%s: sample rate %d Hz outside [%lld, %lld] (limit %s)",
+                       name, info.samplerate, (long long)min_rate, (long long)max_rate,
+                       tm_limit_hint(which));
     }
     if (info.channels > p.max_channels) {
         sf_close(sf);

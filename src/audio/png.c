@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "audio/audio_internal.h"
+#include "trimodal/io.h"
 
 #define PNG_MAX_SIDE 16384
 
@@ -24,6 +25,34 @@ static void colour(float t, unsigned char rgb[3])
     float f = s - (float)i;
     for (int c = 0; c < 3; c++)
         rgb[c] = (unsigned char)lrintf((1 - f) * viridis[i][c] + f * viridis[i + 1][c]);
+}
+
+/* The encoded PNG, collected in memory by stb's write callback. */
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+    int failed;
+} png_buf;
+
+static void png_put(void *ctx, void *data, int size)
+{
+    png_buf *b = ctx;
+    if (b->failed || size <= 0) return;
+    if (b->len + (size_t)size > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1 << 16;
+        while (cap < b->len + (size_t)size) cap *= 2;
+        unsigned char *d = tm_alloc(cap);
+        if (!d) {
+            b->failed = 1;
+            return;
+        }
+        if (b->len) memcpy(d, b->data, b->len);
+        tm_free(b->data);
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, (size_t)size);
+    b->len += (size_t)size;
 }
 
 tm_status tm_logmel_write_png(const char *path, const float *mel, int n_mels, int64_t frames,
@@ -63,8 +92,16 @@ tm_status tm_logmel_write_png(const char *path, const float *mel, int n_mels, in
         }
         for (int k = 1; k < scale; k++) memcpy(row + (size_t)k * w * 3, row, (size_t)w * 3);
     }
-    int ok = stbi_write_png(path, w, h, 3, img, w * 3);
+    /* encoded in memory, then written atomically: a reader never sees half
+     * a picture and a failed write leaves the old file */
+    png_buf b = {0};
+    int ok = stbi_write_png_to_func(png_put, &b, w, h, 3, img, w * 3);
     tm_free(img);
-    if (!ok) return tm_fail(TM_ERR_IO, "log-mel PNG: cannot write %s", path);
-    return TM_OK;
+    tm_status st = TM_OK;
+    if (!ok || b.failed || !b.len)
+        st = tm_fail(TM_ERR_NOMEM, "log-mel PNG: out of memory encoding %s", path);
+    else
+        st = tm_write_file_atomic(path, b.data, b.len);
+    tm_free(b.data);
+    return st;
 }

@@ -857,7 +857,9 @@ static void example_task(void *vctx, int64_t i, int64_t n)
     struct stat sb;
     media_path(path, sizeof path, b, e, 0);
     tm_status s = TM_OK;
-    if (b->resume && stat(path, &sb) == 0)
+    /* an empty file (left by a crash before the media were synced) is
+     * written again */
+    if (b->resume && stat(path, &sb) == 0 && sb.st_size > 0)
         e->image_bytes = (int64_t)sb.st_size;
     else
         s = write_image(b, e, path);
@@ -1229,9 +1231,9 @@ tm_status tm_fashiontri_build(const tm_fashiontri_params *params, tm_fashiontri_
         if (state == 1) { /* a finished build with files missing: finish it again */
             char ds[4200];
             snprintf(ds, sizeof ds, "%s/dataset.json", b->out);
-            if ((s = ft_write_file(marker, b->recipe_hash, 16)) != TM_OK) goto out;
+            if ((s = tm_write_file_atomic(marker, b->recipe_hash, 16)) != TM_OK) goto out;
             unlink(ds);
-        } else if (state == 0 && (s = ft_write_file(marker, b->recipe_hash, 16)) != TM_OK) {
+        } else if (state == 0 && (s = tm_write_file_atomic(marker, b->recipe_hash, 16)) != TM_OK) {
             goto out;
         }
     }

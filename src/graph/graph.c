@@ -173,9 +173,10 @@ static tm_node *new_node(tm_graph *g, tm_op op, tm_dtype dtype, int ndim, const 
         if (shape[i] < 0)
             return build_fail(g, TM_ERR_INVALID, "%s: dimension %d has negative size %lld",
                               tm_op_name(op), i, (long long)shape[i]);
-        if (shape[i] && numel > MAX_NUMEL / shape[i])
-            return build_fail(g, TM_ERR_LIMIT, "%s: result has more than 2^40 elements",
-                              tm_op_name(op));
+        if (shape[i] && numel > tm_limit_get(TM_LIMIT_TENSOR_ELEMENTS) / shape[i])
+            return build_fail(g, TM_ERR_LIMIT, "%s: result has more than %lld elements (limit %s)",
+                              tm_op_name(op), (long long)tm_limit_get(TM_LIMIT_TENSOR_ELEMENTS),
+                              tm_limit_hint(TM_LIMIT_TENSOR_ELEMENTS));
         numel *= shape[i];
     }
     if (g->n == g->cap) {

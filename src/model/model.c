@@ -409,7 +409,11 @@ tm_status tm_model_new_from_config(tm_model **out, const char *path)
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    tm_status s = tm_read_file(path, (size_t)16 << 20, &text, &len); /* a config is small */
+    /* a config is small */
+    tm_status s = tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_MODEL_CONFIG_BYTES), &text, &len);
+    if (s == TM_ERR_LIMIT)
+        return tm_fail(s, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_MODEL_CONFIG_BYTES));
     if (s) return s;
     s = tm_model_new_from_json(out, text, len, path);
     tm_free(text);

@@ -27,7 +27,6 @@
 
 #define CASCADE_MAX_STAGES 8
 #define CASCADE_MAX_SIZES 11
-#define CASCADE_MAX_BYTES ((size_t)1 << 20)
 
 typedef struct {
     unsigned bits;   /* TM_MODALITY_* of the kept encoders */
@@ -251,7 +250,11 @@ tm_status tm_cascade_load(tm_cascade **out, tm_session *s, const char *path)
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    tm_status st = tm_read_file(path, CASCADE_MAX_BYTES, &text, &len);
+    tm_status st =
+        tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_CASCADE_JSON_BYTES), &text, &len);
+    if (st == TM_ERR_LIMIT)
+        return tm_fail(st, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_CASCADE_JSON_BYTES));
     if (st) return st;
     st = tm_cascade_new(out, s, text, len, path);
     tm_free(text);

@@ -16,7 +16,6 @@
 
 #define SLOTS 3 /* text, vision, audio */
 #define ITEM_TEXT_MAX 200
-#define MEDIA_MAX_BYTES ((size_t)256 << 20)
 #define SEARCH_BLOCK 16384
 
 static const unsigned slot_bit[SLOTS] = {TM_MODALITY_TEXT, TM_MODALITY_IMAGE, TM_MODALITY_AUDIO};
@@ -117,14 +116,17 @@ static void prep_task(void *vc, int64_t i, int64_t n)
     size_t ni = 0, na = 0;
     tm_status st = TM_OK;
     const char *what = "";
+    size_t max_media = (size_t)tm_limit_get(TM_LIMIT_INDEX_MEDIA_BYTES);
     if (r->image_path) {
         what = r->image;
-        st = tm_read_file(r->image_path, MEDIA_MAX_BYTES, &img, &ni);
+        st = tm_read_file(r->image_path, max_media, &img, &ni);
     }
     if (!st && r->audio_path) {
         what = r->audio;
-        st = tm_read_file(r->audio_path, MEDIA_MAX_BYTES, &aud, &na);
+        st = tm_read_file(r->audio_path, max_media, &aud, &na);
     }
+    if (st == TM_ERR_LIMIT)
+        tm_fail(st, "%s (limit %s)", tm_last_error(), tm_limit_hint(TM_LIMIT_INDEX_MEDIA_BYTES));
     if (!st) {
         what = NULL;
         tm_session_input in = {r->text, r->text_len, img, ni, aud, na};

@@ -231,6 +231,11 @@ static int parse_modality(const char *s, size_t n, inputs *in)
     return in->modality != 0;
 }
 
+/* Appended to a search "k" over the server's max_search_k. */
+#define K_LIMIT_HINT                                                                              \
+    " (the limit max_search_k; raise it with trimodal serve --max-search-k K or "                 \
+    "tm_server_params.max_search_k)"
+
 /* Reads the options and inputs of a JSON body; on failure writes the error
  * code and message and returns the HTTP status. */
 static int parse_json(tm_server *srv, cJSON *root, inputs *in, const char **ecode, char *msg,
@@ -276,7 +281,8 @@ static int parse_json(tm_server *srv, cJSON *root, inputs *in, const char **ecod
             int hi = k[0] == 't' ? 1000000 : srv->p.max_search_k;
             double v = it->valuedouble;
             if (!cJSON_IsNumber(it) || v != floor(v) || v < 1 || v > hi) {
-                snprintf(msg, msg_size, "\"%s\" must be an integer in 1..%d", k, hi);
+                snprintf(msg, msg_size, "\"%s\" must be an integer in 1..%d%s", k, hi,
+                         k[0] == 't' ? "" : K_LIMIT_HINT);
                 return 400;
             }
             if (k[0] == 't')
@@ -302,20 +308,13 @@ static int parse_json(tm_server *srv, cJSON *root, inputs *in, const char **ecod
     return 0;
 }
 
-static int parse_multipart(tm_server *srv, const char *body, size_t len, const char *boundary,
-                           inputs *in, const char **ecode, char *msg, size_t msg_size)
+static int parse_parts(tm_server *srv, const mp_part *parts, int n, inputs *in,
+                       const char **ecode, char *msg, size_t msg_size)
 {
-    mp_part parts[MP_MAX_PARTS];
-    int n = 0;
-    *ecode = "invalid_multipart";
-    if (mp_parse(body, len, boundary, parts, MP_MAX_PARTS, &n)) {
-        snprintf(msg, msg_size, "%s", tm_last_error());
-        return 400;
-    }
     unsigned seen = 0;
     *ecode = "invalid_request";
     for (int i = 0; i < n; i++) {
-        mp_part *p = &parts[i];
+        const mp_part *p = &parts[i];
         static const char *const names[] = {"text", "image", "audio", "top_k", "k", "modality"};
         int f = -1;
         for (int j = 0; j < 6; j++)
@@ -344,7 +343,8 @@ static int parse_multipart(tm_server *srv, const char *body, size_t len, const c
         } else if (f == 3 || f == 4) {
             int hi = f == 3 ? 1000000 : srv->p.max_search_k, v;
             if (!parse_int_text(p->data, p->len, 1, hi, &v)) {
-                snprintf(msg, msg_size, "\"%s\" must be an integer in 1..%d", names[f], hi);
+                snprintf(msg, msg_size, "\"%s\" must be an integer in 1..%d%s", names[f], hi,
+                         f == 3 ? "" : K_LIMIT_HINT);
                 return 400;
             }
             if (f == 3)
@@ -358,6 +358,35 @@ static int parse_multipart(tm_server *srv, const char *body, size_t len, const c
         }
     }
     return 0;
+}
+
+/* At most the table's multipart_parts parts (default MP_MAX_PARTS); the
+ * parts point into body. */
+static int parse_multipart(tm_server *srv, const char *body, size_t len, const char *boundary,
+                           inputs *in, const char **ecode, char *msg, size_t msg_size)
+{
+    int max = (int)tm_limit_get(TM_LIMIT_MULTIPART_PARTS), n = 0;
+    mp_part *parts = malloc(((size_t)max + 1) * sizeof *parts);
+    if (!parts) {
+        *ecode = "out_of_memory";
+        snprintf(msg, msg_size, "out of memory");
+        return 503;
+    }
+    int code = 0;
+    *ecode = "invalid_multipart";
+    if (mp_parse(body, len, boundary, parts, max + 1, &n)) {
+        snprintf(msg, msg_size, "%s", tm_last_error());
+        code = 400;
+    } else if (n > max) {
+        *ecode = "too_large";
+        snprintf(msg, msg_size, "multipart: more than %d parts (limit %s)", max,
+                 tm_limit_hint(TM_LIMIT_MULTIPART_PARTS));
+        code = 413;
+    } else {
+        code = parse_parts(srv, parts, n, in, ecode, msg, msg_size);
+    }
+    free(parts);
+    return code;
 }
 
 /* --------------------------------------------------------- endpoints */

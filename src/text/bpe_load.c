@@ -14,10 +14,24 @@
 #include "text/bpe_internal.h"
 #include "trimodal/io.h"
 
-/* Rejects nesting deeper than TM_TOKENIZER_MAX_JSON_DEPTH before parsing. */
+/* Reads a tokenizer file whole, up to the tokenizer_file_bytes limit
+ * (trimodal/core.h); a larger file fails with a message naming the limit. */
+static tm_status read_tokenizer_file(const char *path, char **buf, size_t *n)
+{
+    *buf = NULL;
+    tm_status rc = tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES), buf, n);
+    if (rc == TM_ERR_LIMIT)
+        return tm_fail(rc, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_FILE_BYTES));
+    return rc;
+}
+
+/* Rejects nesting deeper than the tokenizer_json_depth limit before
+ * parsing. */
 static tm_status check_json(const char *s, size_t n, const char *where)
 {
-    int depth = 0, in_str = 0;
+    int64_t depth = 0, max_depth = tm_limit_get(TM_LIMIT_TOKENIZER_JSON_DEPTH);
+    int in_str = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (in_str) {
@@ -27,9 +41,10 @@ static tm_status check_json(const char *s, size_t n, const char *where)
         }
         if (c == '"') in_str = 1;
         else if (c == '[' || c == '{') {
-            if (++depth > TM_TOKENIZER_MAX_JSON_DEPTH)
-                return tm_fail(TM_ERR_LIMIT, "%s: JSON nested deeper than %d levels", where,
-                               TM_TOKENIZER_MAX_JSON_DEPTH);
+            if (++depth > max_depth)
+                return tm_fail(TM_ERR_LIMIT, "%s: JSON nested deeper than %lld levels (limit %s)",
+                               where, (long long)max_depth,
+                               tm_limit_hint(TM_LIMIT_TOKENIZER_JSON_DEPTH));
         } else if (c == ']' || c == '}') {
             depth--;
         }
@@ -40,9 +55,11 @@ static tm_status check_json(const char *s, size_t n, const char *where)
 static tm_status parse_json(const char *s, size_t n, const char *where, cJSON **out)
 {
     *out = NULL;
-    if (n > TM_TOKENIZER_MAX_FILE_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "%s: %zu bytes, over the %zu-byte limit for tokenizer files",
-                       where, n, (size_t)TM_TOKENIZER_MAX_FILE_BYTES);
+    if (n > (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES))
+        return tm_fail(TM_ERR_LIMIT,
+                       "%s: %zu bytes, over the %lld-byte limit for tokenizer files (limit %s)",
+                       where, n, (long long)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_FILE_BYTES));
     tm_status rc = check_json(s, n, where);
     if (rc) return rc;
     const char *end = NULL;
@@ -73,9 +90,11 @@ static tm_status get_id(const cJSON *v, const char *what, const char *key, const
     if (!(d >= 0) || d != floor(d))
         return tm_fail(TM_ERR_FORMAT, "%s: %s '%.60s' has id %g, not a non-negative integer",
                        where, what, key, d);
-    if (d >= TM_TOKENIZER_MAX_VOCAB)
-        return tm_fail(TM_ERR_LIMIT, "%s: %s '%.60s' has id %.0f, over the vocabulary limit %d",
-                       where, what, key, d, TM_TOKENIZER_MAX_VOCAB);
+    if (d >= (double)tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB))
+        return tm_fail(TM_ERR_LIMIT,
+                       "%s: %s '%.60s' has id %.0f, over the vocabulary limit %lld (limit %s)",
+                       where, what, key, d, (long long)tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_VOCAB));
     *id = (int32_t)d;
     return TM_OK;
 }
@@ -84,9 +103,11 @@ static tm_status load_vocab_object(tm_tokenizer *t, const cJSON *vocab, const ch
 {
     if (!cJSON_IsObject(vocab))
         return tm_fail(TM_ERR_FORMAT, "%s: the vocabulary is not a JSON object", where);
-    if (cJSON_GetArraySize(vocab) > TM_TOKENIZER_MAX_VOCAB)
-        return tm_fail(TM_ERR_LIMIT, "%s: %d tokens, over the vocabulary limit %d", where,
-                       cJSON_GetArraySize(vocab), TM_TOKENIZER_MAX_VOCAB);
+    if (cJSON_GetArraySize(vocab) > tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB))
+        return tm_fail(TM_ERR_LIMIT, "%s: %d tokens, over the vocabulary limit %lld (limit %s)",
+                       where, cJSON_GetArraySize(vocab),
+                       (long long)tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_VOCAB));
     for (const cJSON *e = vocab->child; e; e = e->next) {
         int32_t id;
         tm_status rc = get_id(e, "token", e->string, where, &id);
@@ -409,7 +430,7 @@ tm_status tm_tokenizer_load_json(tm_tokenizer **out, const char *path)
     *out = NULL;
     char *buf;
     size_t n;
-    tm_status rc = tm_read_file(path, TM_TOKENIZER_MAX_FILE_BYTES, &buf, &n);
+    tm_status rc = read_tokenizer_file(path, &buf, &n);
     if (rc) return rc;
     rc = load_hf(out, buf, n, path);
     free(buf);
@@ -420,9 +441,10 @@ static tm_status load_pair(tm_tokenizer **out, const char *vocab, size_t vn, con
                            size_t mn, tm_bpe_style style, const char *vwhere, const char *mwhere)
 {
     *out = NULL;
-    if (mn > TM_TOKENIZER_MAX_FILE_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "%s: over the %zu-byte limit for tokenizer files", mwhere,
-                       (size_t)TM_TOKENIZER_MAX_FILE_BYTES);
+    if (mn > (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES))
+        return tm_fail(TM_ERR_LIMIT, "%s: over the %lld-byte limit for tokenizer files (limit %s)",
+                       mwhere, (long long)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_FILE_BYTES));
     if ((unsigned)style > TM_BPE_CLIP) return tm_fail(TM_ERR_INVALID, "load: unknown style %d", (int)style);
     cJSON *root;
     tm_status rc = parse_json(vocab, vn, vwhere, &root);
@@ -497,8 +519,8 @@ tm_status tm_tokenizer_load_vocab_merges(tm_tokenizer **out, const char *vocab_p
     *out = NULL;
     char *v = NULL, *m = NULL;
     size_t vn, mn;
-    tm_status rc = tm_read_file(vocab_path, TM_TOKENIZER_MAX_FILE_BYTES, &v, &vn);
-    if (!rc) rc = tm_read_file(merges_path, TM_TOKENIZER_MAX_FILE_BYTES, &m, &mn);
+    tm_status rc = read_tokenizer_file(vocab_path, &v, &vn);
+    if (!rc) rc = read_tokenizer_file(merges_path, &m, &mn);
     if (!rc) rc = load_pair(out, v, vn, m, mn, style, vocab_path, merges_path);
     free(v);
     free(m);

@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "trimodal/io.h"
 
 #include "text/bpe_internal.h"
 
@@ -295,9 +298,54 @@ static size_t cut_point(const uint8_t *s, size_t n)
     return 0;
 }
 
+/* A corpus already in memory (an encrypted file, decrypted), cut into
+ * blocks where count_file would cut it, so both count the same words. */
+static tm_status count_plain(trainer *tr, const tm_tokenizer *pre, pcre2_match_data *md,
+                             const char *path, const uint8_t *s, size_t n)
+{
+    tm_status rc = TM_OK;
+    size_t pos = 0;
+    while (!rc && pos < n) {
+        size_t win = READ_BLOCK, cut;
+        for (;;) {
+            size_t len = n - pos < win ? n - pos : win;
+            if (pos + len == n) {
+                cut = len;
+                break;
+            }
+            cut = cut_point(s + pos, len);
+            if (cut) break;
+            if (win >= MAX_BLOCK)
+                return tm_fail(TM_ERR_LIMIT, "train: %s: over %zu MiB without a line break", path,
+                               MAX_BLOCK >> 20);
+            win *= 2;
+        }
+        rc = count_text(tr, pre, md, s + pos, cut);
+        tr->bytes_done += (int64_t)cut;
+        progress(tr, "count", tr->bytes_done, tr->bytes_total);
+        pos += cut;
+    }
+    return rc;
+}
+
 static tm_status count_file(trainer *tr, const tm_tokenizer *pre, pcre2_match_data *md,
                             const char *path)
 {
+    if (tm_file_is_encrypted(path)) {
+        /* encrypted at rest (docs/security.md): decrypted in memory; the
+         * plain content is smaller than the file */
+        struct stat sb;
+        if (stat(path, &sb) != 0) return tm_fail(TM_ERR_IO, "train: %s: %s", path, strerror(errno));
+        char *plain = NULL;
+        size_t plen = 0;
+        tm_status rc = tm_read_file(path, (size_t)sb.st_size, &plain, &plen);
+        if (rc) return rc;
+        rc = count_plain(tr, pre, md, path, (const uint8_t *)plain, plen);
+        volatile char *v = plain; /* wipe the plain text before freeing */
+        for (size_t i = 0; i < plen; i++) v[i] = 0;
+        tm_free(plain);
+        return rc;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return tm_fail(TM_ERR_IO, "train: %s: %s", path, strerror(errno));
     size_t cap = READ_BLOCK, len = 0;
@@ -531,10 +579,12 @@ static tm_status train(tm_tokenizer **out, const tm_tokenizer_train_params *para
         for (int q = 0; q < r; q++) dup |= p.special_tokens[q] && !strcmp(p.special_tokens[q], s);
         nspecial += !dup;
         size_t n = strlen(s);
-        if (n == 0 || n > TM_TOKENIZER_MAX_TOKEN_BYTES ||
-            tmx_utf8_valid_prefix((const uint8_t *)s, n) != n)
-            return tm_fail(TM_ERR_INVALID, "train: the %s token must be 1 to %d bytes of valid UTF-8",
-                           tm_special_role_name((tm_special_role)r), TM_TOKENIZER_MAX_TOKEN_BYTES);
+        int64_t max_bytes = tm_limit_get(TM_LIMIT_TOKENIZER_TOKEN_BYTES);
+        if (n == 0 || n > (size_t)max_bytes || tmx_utf8_valid_prefix((const uint8_t *)s, n) != n)
+            return tm_fail(TM_ERR_INVALID,
+                           "train: the %s token must be 1 to %lld bytes of valid UTF-8 (limit %s)",
+                           tm_special_role_name((tm_special_role)r), (long long)max_bytes,
+                           tm_limit_hint(TM_LIMIT_TOKENIZER_TOKEN_BYTES));
         char one[8];
         for (int b = 0; b < 256; b++) {
             size_t k = tmx_bytes_to_chars((const uint8_t *)&(uint8_t){(uint8_t)b}, 1, one);
@@ -543,9 +593,12 @@ static tm_status train(tm_tokenizer **out, const tm_tokenizer_train_params *para
                                tm_special_role_name((tm_special_role)r), s);
         }
     }
-    if (p.vocab_size < nspecial + 256 || p.vocab_size > TM_TOKENIZER_MAX_VOCAB)
-        return tm_fail(TM_ERR_INVALID, "train: vocab_size %d must be in %d..%d (256 bytes + %d specials)",
-                       p.vocab_size, nspecial + 256, TM_TOKENIZER_MAX_VOCAB, nspecial);
+    if (p.vocab_size < nspecial + 256 || p.vocab_size > tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB))
+        return tm_fail(TM_ERR_INVALID,
+                       "train: vocab_size %d must be in %d..%lld (256 bytes + %d specials; limit %s)",
+                       p.vocab_size, nspecial + 256,
+                       (long long)tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB), nspecial,
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_VOCAB));
     if (n_paths < 0 || n_texts < 0 || (n_paths && !paths) || (n_texts && (!texts || !lens)))
         return tm_fail(TM_ERR_INVALID, "train: bad list of inputs");
     tm_tokenizer *t;

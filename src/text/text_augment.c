@@ -355,8 +355,10 @@ static tm_status syn_load(tm_synonyms **out, const char *d, size_t size, const c
 {
     if (!out) return tm_fail(TM_ERR_INVALID, "synonyms: out is NULL");
     *out = NULL;
-    if (size > TM_TOKENIZER_MAX_FILE_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "%s: over the %zu-byte limit", where, (size_t)TM_TOKENIZER_MAX_FILE_BYTES);
+    if (size > (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES))
+        return tm_fail(TM_ERR_LIMIT, "%s: over the %lld-byte limit (limit %s)", where,
+                       (long long)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_FILE_BYTES));
     tm_synonyms *s = calloc(1, sizeof *s);
     if (!s) return tm_fail(TM_ERR_NOMEM, "synonyms: out of memory");
     tm_status rc = syn_parse(s, d ? d : "", size, where);
@@ -380,7 +382,10 @@ tm_status tm_synonyms_load(tm_synonyms **out, const char *path)
     *out = NULL;
     char *buf;
     size_t n;
-    tm_status rc = tm_read_file(path, TM_TOKENIZER_MAX_FILE_BYTES, &buf, &n);
+    tm_status rc = tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_FILE_BYTES), &buf, &n);
+    if (rc == TM_ERR_LIMIT)
+        return tm_fail(rc, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_FILE_BYTES));
     if (rc) return rc;
     rc = syn_load(out, buf, n, path);
     free(buf);

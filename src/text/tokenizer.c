@@ -106,14 +106,17 @@ int32_t tmx_tok_find(const tm_tokenizer *t, const char *s, size_t n)
 tm_status tmx_tok_set(tm_tokenizer *t, int32_t id, const char *str, size_t n, int flags,
                       const char *where)
 {
-    if (id < 0 || id >= TM_TOKENIZER_MAX_VOCAB)
+    int64_t max_vocab = tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB);
+    int64_t max_bytes = tm_limit_get(TM_LIMIT_TOKENIZER_TOKEN_BYTES);
+    if (id < 0 || id >= max_vocab)
         return tm_fail(id < 0 ? TM_ERR_FORMAT : TM_ERR_LIMIT,
-                       "%s: token id %ld is outside 0..%d", where, (long)id,
-                       TM_TOKENIZER_MAX_VOCAB - 1);
+                       "%s: token id %ld is outside 0..%lld (limit %s)", where, (long)id,
+                       (long long)max_vocab - 1, tm_limit_hint(TM_LIMIT_TOKENIZER_VOCAB));
     if (n == 0) return tm_fail(TM_ERR_FORMAT, "%s: an empty token (id %ld)", where, (long)id);
-    if (n > TM_TOKENIZER_MAX_TOKEN_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "%s: token id %ld is %zu bytes, over the %d-byte limit", where,
-                       (long)id, n, TM_TOKENIZER_MAX_TOKEN_BYTES);
+    if (n > (size_t)max_bytes)
+        return tm_fail(TM_ERR_LIMIT, "%s: token id %ld is %zu bytes, over the %lld-byte limit (limit %s)",
+                       where, (long)id, n, (long long)max_bytes,
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_TOKEN_BYTES));
     if (tmx_utf8_valid_prefix((const uint8_t *)str, n) != n || memchr(str, 0, n))
         return tm_fail(TM_ERR_FORMAT, "%s: token id %ld is not valid UTF-8 text", where, (long)id);
     int32_t old = tmx_tok_find(t, str, n);
@@ -199,9 +202,11 @@ tm_status tmx_tok_add_merge(tm_tokenizer *t, const char *a, size_t an, const cha
                        where, t->merge_a.n + 1, (int)(an > 60 ? 60 : an), a, (int)(bn > 60 ? 60 : bn),
                        b, (int)(sn > 60 ? 60 : sn), s);
     }
-    if (an + bn > TM_TOKENIZER_MAX_TOKEN_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "%s: merge %zu makes a token over %d bytes", where,
-                       t->merge_a.n + 1, TM_TOKENIZER_MAX_TOKEN_BYTES);
+    if (an + bn > (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_TOKEN_BYTES))
+        return tm_fail(TM_ERR_LIMIT, "%s: merge %zu makes a token over %lld bytes (limit %s)",
+                       where, t->merge_a.n + 1,
+                       (long long)tm_limit_get(TM_LIMIT_TOKENIZER_TOKEN_BYTES),
+                       tm_limit_hint(TM_LIMIT_TOKENIZER_TOKEN_BYTES));
     char buf[TM_TOKENIZER_MAX_TOKEN_BYTES];
     /* with an end-of-word suffix, only the right part may carry it */
     memcpy(buf, a, an);
@@ -457,15 +462,17 @@ tm_status tm_tokenizer_set_special(tm_tokenizer *t, tm_special_role role, const 
         t->special[role] = -1;
     } else {
         size_t n = strlen(content);
-        if (n == 0 || n > TM_TOKENIZER_MAX_TOKEN_BYTES ||
-            tmx_utf8_valid_prefix((const uint8_t *)content, n) != n)
-            return tm_fail(n > TM_TOKENIZER_MAX_TOKEN_BYTES ? TM_ERR_LIMIT : TM_ERR_INVALID,
-                           "special token for %s: must be 1 to %d bytes of valid UTF-8",
-                           tm_special_role_name(role), TM_TOKENIZER_MAX_TOKEN_BYTES);
+        size_t max_bytes = (size_t)tm_limit_get(TM_LIMIT_TOKENIZER_TOKEN_BYTES);
+        if (n == 0 || n > max_bytes || tmx_utf8_valid_prefix((const uint8_t *)content, n) != n)
+            return tm_fail(n > max_bytes ? TM_ERR_LIMIT : TM_ERR_INVALID,
+                           "special token for %s: must be 1 to %zu bytes of valid UTF-8 (limit %s)",
+                           tm_special_role_name(role), max_bytes,
+                           tm_limit_hint(TM_LIMIT_TOKENIZER_TOKEN_BYTES));
         int32_t id = tmx_tok_find(t, content, n);
         if (id < 0) {
-            if (t->n_ids >= TM_TOKENIZER_MAX_VOCAB)
-                return tm_fail(TM_ERR_LIMIT, "special token %s: the vocabulary is full", content);
+            if (t->n_ids >= tm_limit_get(TM_LIMIT_TOKENIZER_VOCAB))
+                return tm_fail(TM_ERR_LIMIT, "special token %s: the vocabulary is full (limit %s)",
+                               content, tm_limit_hint(TM_LIMIT_TOKENIZER_VOCAB));
             id = t->n_ids;
             tm_status rc = tmx_tok_set(t, id, content, n, TMX_TOK_ADDED | TMX_TOK_SPECIAL,
                                        "special token");

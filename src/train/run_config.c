@@ -15,8 +15,6 @@
 #include "trimodal/io.h"
 #include "trimodal/train.h"
 
-#define RUN_CONFIG_MAX_BYTES ((size_t)4 << 20)
-
 static const char *const LOSS_NAMES[TM_LOSS_COUNT] = {"classification", "contrastive", "caption",
                                                       "masked"};
 static const char *const WEIGHT_NAMES[TM_WEIGHT_KIND_COUNT] = {"constant", "linear", "cosine"};
@@ -723,9 +721,11 @@ tm_status tm_run_config_parse(tm_run_config **out, const char *json, size_t len,
     *out = NULL;
     pctx p = {origin ? origin : "<memory>"};
     if (!json) return tm_fail(TM_ERR_INVALID, "run_config_parse: json is NULL");
-    if (len > RUN_CONFIG_MAX_BYTES)
-        return tm_fail(TM_ERR_LIMIT, "run config %s: %zu bytes; at most %zu", p.origin, len,
-                       RUN_CONFIG_MAX_BYTES);
+    size_t max_bytes = (size_t)tm_limit_get(TM_LIMIT_RUN_CONFIG_BYTES);
+    if (len > max_bytes)
+        return tm_fail(TM_ERR_LIMIT,
+                       "run config %s: %zu bytes is over the limit of %zu bytes (limit %s)",
+                       p.origin, len, max_bytes, tm_limit_hint(TM_LIMIT_RUN_CONFIG_BYTES));
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
@@ -816,7 +816,11 @@ tm_status tm_run_config_load(tm_run_config **out, const char *path)
     if (!path) return tm_fail(TM_ERR_INVALID, "run_config_load: path is NULL");
     char *text = NULL;
     size_t n = 0;
-    tm_status s = tm_read_file(path, RUN_CONFIG_MAX_BYTES, &text, &n);
+    tm_status s =
+        tm_read_file(path, (size_t)tm_limit_get(TM_LIMIT_RUN_CONFIG_BYTES), &text, &n);
+    if (s == TM_ERR_LIMIT)
+        return tm_fail(s, "%s (limit %s)", tm_last_error(),
+                       tm_limit_hint(TM_LIMIT_RUN_CONFIG_BYTES));
     if (s) return s;
     s = tm_run_config_parse(out, text, n, path);
     tm_free(text);

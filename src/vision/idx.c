@@ -3,7 +3,9 @@
  * of two zero bytes, a type byte and a dimension count, then the
  * dimensions as big-endian u32, then the data. The file is mapped, not
  * read, so a 47 MB training set costs no copy; the header is checked
- * against the file's size before anything is handed out.
+ * against the file's size before anything is handed out. A file encrypted
+ * at rest (docs/security.md) cannot be mapped: it is decrypted into memory
+ * through tm_read_file() instead, and wiped when closed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -13,17 +15,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "trimodal/io.h"
 #include "vision_internal.h"
 
 struct tm_idx {
     const uint8_t *base; /* the whole file */
     size_t size;
-    void *map; /* non-NULL when we mapped it */
+    void *map;   /* non-NULL when we mapped it */
+    char *plain; /* non-NULL when we decrypted it into memory */
     int ndim;
     int64_t count;
     int height, width;
     const uint8_t *data;
 };
+
+/* Zeroes decrypted bytes before they are freed (a volatile store the
+ * compiler cannot drop). */
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--) *v++ = 0;
+}
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -147,6 +159,30 @@ tm_status tm_idx_open(tm_idx **out, const char *path, tm_image_limits limits)
         close(fd);
         return tm_fail(TM_ERR_FORMAT, "%s: empty file, not an IDX file", path);
     }
+    if (tm_file_is_encrypted(path)) {
+        /* the plain content is smaller than the encrypted file */
+        close(fd);
+        char *plain = NULL;
+        size_t plen = 0;
+        tm_status s = tm_read_file(path, size, &plain, &plen);
+        if (s) return s;
+        tm_idx *idx = tm_calloc(1, sizeof *idx);
+        if (!idx) {
+            wipe(plain, plen);
+            tm_free(plain);
+            return tm_fail(TM_ERR_NOMEM, "%s: out of memory", path);
+        }
+        s = parse(idx, (const uint8_t *)plain, plen, limits, path);
+        if (s) {
+            wipe(plain, plen);
+            tm_free(plain);
+            tm_free(idx);
+            return s;
+        }
+        idx->plain = plain;
+        *out = idx;
+        return TM_OK;
+    }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
@@ -171,6 +207,10 @@ void tm_idx_close(tm_idx *idx)
 {
     if (!idx) return;
     if (idx->map) munmap(idx->map, idx->size);
+    if (idx->plain) {
+        wipe(idx->plain, idx->size);
+        tm_free(idx->plain);
+    }
     tm_free(idx);
 }
 

@@ -9,15 +9,7 @@ if [ ! -x "$bin" ] || ! "$bin" tokenizer --help >/dev/null 2>&1; then
   echo "tokenizer cli: skipped (no 'trimodal tokenizer' in $bin)"
   exit 0
 fi
-pass=0 fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND... (stdout+stderr in $out)
-  local name=$1 want=$2; shift 2
-  out=$("$@" 2>&1); local got=$?
-  if [ "$got" -eq "$want" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $name: exit $got, want $want: $out"; fi
-}
-contains() { # contains NAME TEXT
-  if grep -q -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: no '$2' in: $out"; fi
-}
+. "$src/tests/lib.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 corpus="$src/tests/data/text/corpus.txt"
 
@@ -48,5 +40,17 @@ echo '{"model":{"type":"WordPiece","vocab":{}}}' > "$tmp/wp.json"
 check wordpiece 1 "$bin" tokenizer info --tokenizer "$tmp/wp.json"; contains wordpiece "WordPiece"
 echo 'not json' > "$tmp/bad.json"
 check notjson 1 "$bin" tokenizer encode --tokenizer "$tmp/bad.json" --text x; contains notjson "not valid JSON"
+# --file reads through tm_read_file: an encrypted file is decrypted in memory
+# with the key of TRIMODAL_KEY_FILE and encodes to the same ids as the plain one
+unset TRIMODAL_KEY TRIMODAL_KEY_FILE
+printf 'The quick dog\nsat down\n' > "$tmp/plain.txt"
+check file-plain 0 "$bin" tokenizer encode --tokenizer "$tmp/t.json" --file "$tmp/plain.txt" --lines
+plain_ids=$out
+check gen-key 0 "$bin" encrypt --gen-key "$tmp/key"
+check encrypt 0 "$bin" encrypt --key-file "$tmp/key" -o "$tmp/enc.txt" "$tmp/plain.txt"
+check file-enc 0 env TRIMODAL_KEY_FILE="$tmp/key" "$bin" tokenizer encode --tokenizer "$tmp/t.json" --file "$tmp/enc.txt" --lines
+[ -n "$plain_ids" ] && [ "$out" == "$plain_ids" ] && pass=$((pass+1)) || { fail=$((fail+1)); echo "FAIL file-enc: '$out' != '$plain_ids'"; }
+check file-nokey 1 "$bin" tokenizer encode --tokenizer "$tmp/t.json" --file "$tmp/enc.txt"; contains file-nokey "is encrypted"
+check file-missing 1 "$bin" tokenizer encode --tokenizer "$tmp/t.json" --file "$tmp/nope.txt"; contains file-missing "nope.txt"
 echo "tokenizer cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

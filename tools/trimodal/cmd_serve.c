@@ -45,6 +45,9 @@ static const char *serve_help =
     "  --timeout-ms X        a request unanswered after X ms gets 504 (30000)\n"
     "  --max-connections N   open connections at most (512)\n"
     "  --top-k K             classes listed by /v1/classify (5)\n"
+    "  --max-search-k K      most results a /v1/search request may ask; beyond: 400 (1000)\n"
+    "  --max-image-pixels N  largest input image, width x height; beyond: 413 (16777216)\n"
+    "  --max-audio-seconds S longest input sound; beyond: 413 (600)\n"
     "  --beam N              caption beam width (1: greedy)\n"
     "  --threads N           threads for the kernels (default: TRIMODAL_THREADS or all CPUs)\n"
     "  --drain-s X           on SIGTERM, wait at most X s for requests in flight (30)\n"
@@ -153,6 +156,18 @@ int cmd_serve(int argc, char **argv, int json)
             if (!parse_int(v, 1, 1000000, &iv))
                 return cli_usage("serve: --top-k needs a positive integer");
             p.top_k = (int)iv;
+        } else if (!strcmp(a, "--max-search-k")) {
+            if (!parse_int(v, 1, 1000000, &iv))
+                return cli_usage("serve: --max-search-k needs 1..1000000");
+            p.max_search_k = (int)iv;
+        } else if (!strcmp(a, "--max-image-pixels")) {
+            if (!parse_int(v, 1, (long)1 << 40, &iv))
+                return cli_usage("serve: --max-image-pixels needs 1..2^40");
+            sp.max_image_pixels = (size_t)iv;
+        } else if (!strcmp(a, "--max-audio-seconds")) {
+            if (!parse_num(v, 0.001, 86400, &dv))
+                return cli_usage("serve: --max-audio-seconds needs 0.001..86400");
+            sp.max_audio_seconds = dv;
         } else if (!strcmp(a, "--beam")) {
             if (!parse_int(v, 1, 64, &iv)) return cli_usage("serve: --beam needs 1..64");
             sp.caption.beam = (int)iv;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "trimodal/io.h"
 #include "trimodal/text.h"
 
 static const char *usage_text =
@@ -41,7 +42,9 @@ static const char *load_help =
 
 static const char *encode_help_tail =
     "  --text STRING         the text (else --file, else standard input)\n"
-    "  --file FILE           read the text from FILE ('-' for standard input)\n"
+    "  --file FILE           read the text from FILE ('-' for standard input); an encrypted\n"
+    "                        file (trimodal encrypt) is decrypted in memory with the key of\n"
+    "                        TRIMODAL_KEY_FILE or TRIMODAL_KEY; at most 4 GiB\n"
     "  --lines               encode each line separately (without its newline)\n"
     "  --bos, --eos          add the bos / eos token\n"
     "  --max-length N        truncate to N ids (bos and eos kept)\n"
@@ -337,19 +340,20 @@ static int cmd_encode(int argc, char **argv, int json)
     tm_tokenizer *tok = NULL;
     int rc = load(&lo, "encode", &tok);
     if (rc) return rc;
-    char *buf = NULL;
+    char *buf = NULL, *file_buf = NULL; /* file_buf: tm_read_file's, tm_free() it */
     size_t n = 0;
     if (text) {
         n = strlen(text);
-    } else {
-        FILE *f = !file || !strcmp(file, "-") ? stdin : fopen(file, "rb");
-        if (!f) {
-            fprintf(stderr, "trimodal: tokenizer encode: %s: %s\n", file, strerror(errno));
+    } else if (file && strcmp(file, "-")) {
+        /* through tm_read_file, so that encrypted files are decrypted */
+        if (tm_read_file(file, (size_t)4 << 30, &file_buf, &n) != TM_OK) {
+            fprintf(stderr, "trimodal: tokenizer encode: %s\n", tm_last_error());
             tm_tokenizer_free(tok);
             return 1;
         }
-        buf = read_stream(f, &n);
-        if (f != stdin) fclose(f);
+        text = file_buf;
+    } else {
+        buf = read_stream(stdin, &n);
         if (!buf) {
             fprintf(stderr, "trimodal: tokenizer encode: out of memory reading the text\n");
             tm_tokenizer_free(tok);
@@ -376,6 +380,7 @@ static int cmd_encode(int argc, char **argv, int json)
         start += len + (lines ? 1 : 0);
     } while (lines && start < n);
     free(buf);
+    tm_free(file_buf);
     tm_tokenizer_free(tok);
     return rc;
 }

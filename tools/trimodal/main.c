@@ -41,10 +41,13 @@ static const char *usage_text =
     "  --json            one JSON object per line instead of a table\n"
     "  -h, --help        this help, or a command's help\n"
     "  --version         the version\n"
+    "  --limits L        change memory limits, L = NAME=VALUE[,NAME=VALUE...] (for example\n"
+    "                    tokenizer_file_bytes=1m); names and defaults in docs/limits.md\n"
     "\n"
     "environment:\n"
     "  TRIMODAL_THREADS  threads for parallel kernels (default: all online CPUs)\n"
     "  TRIMODAL_ISA      force a lower SIMD level: scalar, avx2 or avx512\n"
+    "  TRIMODAL_LIMITS   memory limits, as --limits (which wins over it)\n"
     "\n"
     "Run 'trimodal <command> --help' for a command's options; README.md and docs/ for more.\n";
 
@@ -182,13 +185,32 @@ int cmd_inspect(int argc, char **argv, int json)
 int main(int argc, char **argv)
 {
     int json = 0;
-    /* --json may appear anywhere; strip it */
+    /* --json and --limits may appear anywhere; strip them */
     int k = 1;
+    const char *limits[64];
+    int n_limits = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else argv[k++] = argv[i];
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--limits") || !strncmp(argv[i], "--limits=", 9)) {
+            const char *v = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) return cli_usage("--limits needs NAME=VALUE[,NAME=VALUE...]");
+            if (n_limits == 64) return cli_usage("--limits given more than 64 times");
+            limits[n_limits++] = v;
+        } else
+            argv[k++] = argv[i];
     }
     argc = k;
+    /* limits: TRIMODAL_LIMITS first, then --limits over it (docs/limits.md) */
+    if (tm_limits_init()) {
+        fprintf(stderr, "trimodal: %s\n", tm_last_error());
+        return 2;
+    }
+    for (int i = 0; i < n_limits; i++)
+        if (tm_limits_parse(limits[i], "--limits")) {
+            fprintf(stderr, "trimodal: %s\n", tm_last_error());
+            return 2;
+        }
     if (argc < 2) {
         fputs(usage_text, stderr);
         return 2;
