@@ -4,15 +4,7 @@
 set -uo pipefail
 bin=${TM_BUILD_DIR:?}/bin/trimodal
 src=${TM_SOURCE_DIR:?}
-pass=0 fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND... (stdout+stderr in $out)
-  local name=$1 want=$2; shift 2
-  out=$("$@" 2>&1); local got=$?
-  if [ "$got" -eq "$want" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $name: exit $got, want $want: $out"; fi
-}
-contains() { # contains NAME TEXT
-  if grep -q -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: no '$2' in: $out"; fi
-}
+. "$src/tests/lib.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 . "$src/tests/eval/eval_fixture.sh"
 make_fixture "$tmp" || { echo "FAIL fixture"; exit 1; }

@@ -4,15 +4,7 @@
 set -uo pipefail
 bin=${TM_BUILD_DIR:?}/bin/trimodal
 src=${TM_SOURCE_DIR:?}
-pass=0 fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND...
-  local name=$1 want=$2; shift 2
-  out=$("$@" 2>&1); local got=$?
-  if [ "$got" -eq "$want" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $name: exit $got, want $want: $out"; fi
-}
-contains() {
-  if grep -q -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: no '$2' in: $out"; fi
-}
+. "$src/tests/lib.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 img=$src/tests/data/vision/img/rgb.png
 wav=$src/tests/data/audio/pcm16_mono.wav

@@ -8,15 +8,7 @@
 set -uo pipefail
 bin=${TM_BUILD_DIR:?}/bin/trimodal
 src=${TM_SOURCE_DIR:?}
-pass=0 fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND... (stdout+stderr in $out)
-  local name=$1 want=$2; shift 2
-  out=$("$@" 2>&1); local got=$?
-  if [ "$got" -eq "$want" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $name: exit $got, want $want: $out"; fi
-}
-contains() {
-  if grep -q -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: no '$2' in: $out"; fi
-}
+. "$src/tests/lib.sh"
 ok() { # ok NAME CONDITION...
   local name=$1; shift
   if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $name"; fi
