@@ -5,7 +5,12 @@
  *
  * Usage: bench_index [--sizes N,N,...] [--dim D] [--queries Q]
  *                    [--types exact,exact-int8,ivf,hnsw] [--quick]
+ *                    [--hnsw-m M] [--ef-search E,E,...] [--nprobe P,P,...]
  * --quick: sizes 10000,30000 and 50 queries (a CI-sized run).
+ * --hnsw-m: HNSW's links a node (default 32; efConstruction stays the
+ * library's 40). --ef-search / --nprobe: query-time settings to sweep on
+ * one built hnsw / ivf index (tm_index_set_search), one line each; default:
+ * the index's own.
  * stdout: one JSON object per size and type: {"bench":"index", "type",
  * "items", "dim", "data":"synthetic-clustered", "build_s",
  * "query_ms_p50", "query_ms_p95", "recall_at_10", "nlist", "nprobe",
@@ -82,7 +87,8 @@ static double peak_rss_mb(void)
 int main(int argc, char **argv)
 {
     const char *sizes = "10000,100000,1000000", *types = "exact,exact-int8,ivf,hnsw";
-    int dim = 128, nq = 200;
+    const char *ef_list = "", *nprobe_list = "";
+    int dim = 128, nq = 200, hnsw_m = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             sizes = "10000,30000";
@@ -95,15 +101,21 @@ int main(int argc, char **argv)
             dim = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--queries"))
             nq = atoi(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--hnsw-m"))
+            hnsw_m = atoi(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--ef-search"))
+            ef_list = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--nprobe"))
+            nprobe_list = argv[++i];
         else {
-            fprintf(stderr,
-                    "usage: bench_index [--sizes N,N] [--dim D] [--queries Q] "
-                    "[--types exact,exact-int8,ivf,hnsw] [--quick]\n");
+            fprintf(stderr, "usage: bench_index [--sizes N,N] [--dim D] [--queries Q] "
+                            "[--types exact,exact-int8,ivf,hnsw] [--quick] [--hnsw-m M] "
+                            "[--ef-search E,E] [--nprobe P,P]\n");
             return 2;
         }
     }
-    if (dim < 1 || dim > 4096 || nq < 1 || nq > 100000) {
-        fprintf(stderr, "bench_index: --dim 1..4096, --queries 1..100000\n");
+    if (dim < 1 || dim > 4096 || nq < 1 || nq > 100000 || hnsw_m < 0 || hnsw_m > 256) {
+        fprintf(stderr, "bench_index: --dim 1..4096, --queries 1..100000, --hnsw-m 2..256\n");
         return 2;
     }
     char sizes_buf[256];
@@ -147,49 +159,65 @@ int main(int argc, char **argv)
             }
             tm_index_build_params p = tm_index_build_default_params();
             p.type = t;
+            if (t == TM_INDEX_HNSW && hnsw_m) p.hnsw_m = hnsw_m;
             tm_index *idx = NULL;
             double t0 = tm_time_s();
             if (tm_index_from_vectors(&idx, x, n, dim, TM_MODALITY_IMAGE, &p)) {
-                fprintf(stderr, "bench_index: %s at %lld: %s\n", tv, (long long)n,
-                        tm_last_error());
+                fprintf(stderr, "bench_index: %s at %lld: %s\n", tv, (long long)n, tm_last_error());
                 rc = 1;
                 continue;
             }
             double build_s = tm_time_s() - t0;
-            int64_t found = 0;
-            for (int i = 0; i < nq; i++) {
-                tm_search_hit h[K];
-                int nh = 0;
-                double a = tm_time_s();
-                if (tm_index_search(idx, q + (int64_t)i * dim, 0, K, h, &nh)) {
+            /* the query-time settings to try on this index: 0 = its own */
+            char sweep[256];
+            snprintf(sweep, sizeof sweep, "%s",
+                     t == TM_INDEX_HNSW  ? ef_list
+                     : t == TM_INDEX_IVF ? nprobe_list
+                                         : "");
+            if (!sweep[0]) snprintf(sweep, sizeof sweep, "0");
+            for (char *save2 = NULL, *sv2 = strtok_r(sweep, ",", &save2); sv2;
+                 sv2 = strtok_r(NULL, ",", &save2)) {
+                int setting = atoi(sv2);
+                if (setting > 0 && tm_index_set_search(idx, t == TM_INDEX_IVF ? setting : 0,
+                                                       t == TM_INDEX_HNSW ? setting : 0)) {
                     fprintf(stderr, "bench_index: %s\n", tm_last_error());
-                    return 1;
+                    return 2;
                 }
-                lat[i] = (tm_time_s() - a) * 1e3;
-                for (int j = 0; j < nh; j++) {
-                    if (t == TM_INDEX_EXACT) {
-                        truth[i * K + j] = h[j].item;
-                        found++;
-                        continue;
+                int64_t found = 0;
+                for (int i = 0; i < nq; i++) {
+                    tm_search_hit h[K];
+                    int nh = 0;
+                    double a = tm_time_s();
+                    if (tm_index_search(idx, q + (int64_t)i * dim, 0, K, h, &nh)) {
+                        fprintf(stderr, "bench_index: %s\n", tm_last_error());
+                        return 1;
                     }
-                    for (int r = 0; r < K; r++)
-                        if (truth[i * K + r] == h[j].item) {
+                    lat[i] = (tm_time_s() - a) * 1e3;
+                    for (int j = 0; j < nh; j++) {
+                        if (t == TM_INDEX_EXACT) {
+                            truth[i * K + j] = h[j].item;
                             found++;
-                            break;
+                            continue;
                         }
+                        for (int r = 0; r < K; r++)
+                            if (truth[i * K + r] == h[j].item) {
+                                found++;
+                                break;
+                            }
+                    }
                 }
+                qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
+                tm_index_build_params ip = tm_index_params(idx);
+                printf("{\"bench\":\"index\",\"type\":\"%s\",\"items\":%lld,\"dim\":%d,"
+                       "\"data\":\"synthetic-clustered\",\"queries\":%d,\"build_s\":%.3f,"
+                       "\"query_ms_p50\":%.4f,\"query_ms_p95\":%.4f,\"recall_at_10\":%.4f,"
+                       "\"nlist\":%d,\"nprobe\":%d,\"hnsw_m\":%d,\"ef_search\":%d,\"threads\":%d,"
+                       "\"peak_rss_mb\":%.0f}\n",
+                       tv, (long long)n, dim, nq, build_s, lat[nq / 2], lat[(int)(0.95 * (nq - 1))],
+                       (double)found / ((double)nq * K), ip.nlist, ip.nprobe, ip.hnsw_m,
+                       ip.ef_search, tm_get_num_threads(), peak_rss_mb());
+                fflush(stdout);
             }
-            qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
-            tm_index_build_params ip = tm_index_params(idx);
-            printf("{\"bench\":\"index\",\"type\":\"%s\",\"items\":%lld,\"dim\":%d,"
-                   "\"data\":\"synthetic-clustered\",\"queries\":%d,\"build_s\":%.3f,"
-                   "\"query_ms_p50\":%.4f,\"query_ms_p95\":%.4f,\"recall_at_10\":%.4f,"
-                   "\"nlist\":%d,\"nprobe\":%d,\"hnsw_m\":%d,\"ef_search\":%d,\"threads\":%d,"
-                   "\"peak_rss_mb\":%.0f}\n",
-                   tv, (long long)n, dim, nq, build_s, lat[nq / 2],
-                   lat[(int)(0.95 * (nq - 1))], (double)found / ((double)nq * K), ip.nlist,
-                   ip.nprobe, ip.hnsw_m, ip.ef_search, tm_get_num_threads(), peak_rss_mb());
-            fflush(stdout);
             tm_index_free(idx);
         }
         free(x);

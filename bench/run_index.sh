@@ -8,7 +8,10 @@
 # Environment: INDEX_QUICK=1 (10^4 and 3x10^4 items, 50 queries: a
 #   CI-sized run of a few minutes); INDEX_1M=0 leaves out the 10^6 case
 #   (about 0.6 GB of vectors; exact-int8 and ivf, 100 queries);
-#   INDEX_HNSW_1M=1 adds hnsw at 10^6 (its build takes many CPU-minutes).
+#   INDEX_HNSW_1M=1 adds hnsw at 10^6 (its build takes many CPU-minutes:
+#   about 25 minutes on 2 loaded cores with M 16), built with
+#   M = INDEX_HNSW_1M_M (16; efConstruction stays 40) and searched at
+#   ef_search 64, 128 and 256 (INDEX_HNSW_1M_EF) on the one build.
 # stdout: one JSON object per size and type ({"bench":"index", ...}).
 set -uo pipefail
 BUILD=${1:-${TM_BUILD:-build}}
@@ -25,6 +28,7 @@ rc=0
 if [ "${INDEX_1M:-1}" = 1 ]; then
   types=exact-int8,ivf
   if [ "${INDEX_HNSW_1M:-0}" = 1 ]; then types=$types,hnsw; fi
-  "$BENCH" --sizes 1000000 --types "$types" --queries 100 || rc=1
+  "$BENCH" --sizes 1000000 --types "$types" --queries 100 --hnsw-m "${INDEX_HNSW_1M_M:-16}" \
+    --ef-search "${INDEX_HNSW_1M_EF:-64,128,256}" || rc=1
 fi
 exit $rc
