@@ -232,6 +232,9 @@ typedef enum {
     TM_LIMIT_MULTIPART_PARTS,       /* multipart_parts: per served request; 16 (at most 1024) */
     TM_LIMIT_CASCADE_JSON_BYTES,    /* cascade_json_bytes: a serving cascade file; 1 MiB */
     TM_LIMIT_INDEX_MEDIA_BYTES,     /* index_media_bytes: one image/audio file indexed; 256 MiB */
+    TM_LIMIT_JSON_DEPTH,            /* json_depth: nesting of configs, manifests, requests,
+                                       labels, cascades, safetensors headers; 1000 (cJSON's
+                                       own limit, so also the maximum) */
     TM_LIMIT_COUNT
 } tm_limit;
 
@@ -263,6 +266,11 @@ tm_status tm_limits_parse(const char *spec, const char *source);
 tm_status tm_limits_init(void);
 /* Every limit back to its default (for tests). */
 void tm_limits_reset(void);
+/* TM_OK when the JSON text's objects and arrays nest at most json_depth
+ * deep (brackets inside strings do not count; malformed text is left to
+ * the parser); else TM_ERR_LIMIT naming `what`, the depth and the limit.
+ * Called before parsing outside JSON. */
+tm_status tm_json_check_depth(const char *text, size_t len, const char *what);
 
 /* --------------------------------------------------------------- misc */
 

@@ -53,6 +53,7 @@ static const limit_info infos[TM_LIMIT_COUNT] = {
     [TM_LIMIT_MULTIPART_PARTS] = {"multipart_parts", 16, 1, 1024},
     [TM_LIMIT_CASCADE_JSON_BYTES] = {"cascade_json_bytes", MIB, 1, TIB},
     [TM_LIMIT_INDEX_MEDIA_BYTES] = {"index_media_bytes", 256 * MIB, 1, TIB},
+    [TM_LIMIT_JSON_DEPTH] = {"json_depth", 1000, 1, 1000 /* cJSON's own nesting limit */},
 };
 
 static _Atomic int64_t values[TM_LIMIT_COUNT];
@@ -247,4 +248,29 @@ void tm_limits_reset(void)
 {
     if (!atomic_load_explicit(&initialised, memory_order_acquire)) ensure_init();
     set_defaults();
+}
+
+tm_status tm_json_check_depth(const char *text, size_t len, const char *what)
+{
+    if (!text) return TM_OK;
+    int64_t limit = tm_limit_get(TM_LIMIT_JSON_DEPTH), depth = 0;
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\') i++; /* the escaped character */
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > limit)
+                return tm_fail(TM_ERR_LIMIT,
+                               "%s: JSON nested deeper than %lld levels (at byte %zu; limit %s)",
+                               what ? what : "JSON", (long long)limit, i,
+                               tm_limit_hint(TM_LIMIT_JSON_DEPTH));
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return TM_OK;
 }

@@ -681,6 +681,8 @@ static tm_status do_line(reader *rd, const char *s, size_t n)
         return problem(m, line, TM_ERR_FORMAT, "a NUL byte at column %ld; a manifest is UTF-8 text",
                        (long)(nul - s) + 1);
     const char *end = NULL;
+    if (tm_json_check_depth(s, n, "this row"))
+        return problem(m, line, TM_ERR_LIMIT, "%s", tm_last_error());
     cJSON *obj = cJSON_ParseWithLengthOpts(s, n, &end, 0);
     if (!obj) {
         long col = end && end >= s ? (long)(end - s) + 1 : 1;
@@ -780,8 +782,10 @@ static tm_status load_dataset(tm_manifest *m, const char *path)
         return tm_fail(s, "%s (limit %s)", tm_last_error(),
                        tm_limit_hint(TM_LIMIT_DATASET_JSON_BYTES));
     if (s) return s;
-    cJSON *root = cJSON_ParseWithLength(data, size);
+    s = tm_json_check_depth(data, size, path);
+    cJSON *root = s ? NULL : cJSON_ParseWithLength(data, size);
     tm_free(data);
+    if (s) return s;
     if (!root) return ds_fail(path, "not valid JSON");
     m->dataset = root;
     m->dataset_path = strdup(path);

@@ -259,6 +259,8 @@ tm_status tm_preprocess_config_parse(tm_preprocess_config *out, const char *json
         return tm_fail(TM_ERR_LIMIT,
                        "preprocess.json: %zu bytes is over the limit of %zu bytes (limit %s)", len,
                        max_bytes, tm_limit_hint(TM_LIMIT_PREPROCESS_JSON_BYTES));
+    tm_status ds = tm_json_check_depth(json, len, "preprocess.json");
+    if (ds) return ds;
     cJSON *root = cJSON_ParseWithLength(json ? json : "", len);
     if (!root) return tm_fail(TM_ERR_FORMAT, "preprocess.json: not valid JSON");
     tm_preprocess_config c = tm_preprocess_default_config();

@@ -343,8 +343,12 @@ static tm_status parse(tm_safetensors *st)
     memcpy(text, h, hn);
     text[hn] = 0;
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, hn, &end, 0);
-    tm_status s = TM_OK;
+    tm_status s = tm_json_check_depth(text, hn, "header");
+    cJSON *root = s ? NULL : cJSON_ParseWithLengthOpts(text, hn, &end, 0);
+    if (s) {
+        s = st_fail(st, TM_ERR_LIMIT, "%s", tm_last_error());
+        goto done;
+    }
     if (!root) {
         size_t at = end && end >= text && end <= text + hn ? (size_t)(end - text) : 0;
         s = st_fail(st, TM_ERR_FORMAT, "header is not valid JSON (near byte %zu)", at);

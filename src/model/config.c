@@ -657,6 +657,8 @@ tm_status tm_model_cfg_parse(model_cfg *m, const char *json, size_t len, const c
     ctx c = {origin && *origin ? origin : "<memory>", TM_OK};
     memset(m, 0, sizeof *m);
     const char *end = NULL;
+    tm_status ds = tm_json_check_depth(json, len, c.origin);
+    if (ds) return ds;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
         size_t at = end && end >= json ? (size_t)(end - json) : 0;

@@ -159,6 +159,8 @@ tm_status tm_cascade_new(tm_cascade **out, tm_session *s, const char *json, size
     if (!tm_session_can_classify(s))
         return tm_fail(TM_ERR_INVALID, "%s: the model has no classifier; a cascade classifies",
                        origin);
+    tm_status ds = tm_json_check_depth(json, len, origin);
+    if (ds) return ds;
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root)
         return tm_fail(TM_ERR_FORMAT,

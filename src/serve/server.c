@@ -571,8 +571,11 @@ static enum MHD_Result handle_post(tm_server *srv, struct MHD_Connection *c, req
         }
     } else if (!ct || !strncasecmp(ct, "application/json", 16) ||
                !strncasecmp(ct, "text/plain", 10)) {
-        root = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len);
-        if (!root) {
+        if (tm_json_check_depth(r->body.data, r->body.len, "the body")) {
+            code = 413;
+            ecode = "too_large";
+            snprintf(msg, sizeof msg, "%s", tm_last_error());
+        } else if (!(root = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len))) {
             code = 400;
             ecode = "invalid_json";
             snprintf(msg, sizeof msg, "the body is not valid JSON%s",

@@ -99,8 +99,10 @@ static tm_status load_names(tm_session *s, const char *path, const char *key, in
         return tm_fail(st, "%s (limit %s)", tm_last_error(),
                        tm_limit_hint(TM_LIMIT_LABELS_JSON_BYTES));
     if (st) return st;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    st = tm_json_check_depth(text, len, path);
+    cJSON *root = st ? NULL : cJSON_ParseWithLength(text, len);
     tm_free(text);
+    if (st) return st;
     if (!root) return tm_fail(TM_ERR_FORMAT, "%s: not valid JSON", path);
     const cJSON *arr = root;
     if (cJSON_IsObject(root)) arr = cJSON_GetObjectItemCaseSensitive(root, key);

@@ -727,6 +727,8 @@ tm_status tm_run_config_parse(tm_run_config **out, const char *json, size_t len,
                        "run config %s: %zu bytes is over the limit of %zu bytes (limit %s)",
                        p.origin, len, max_bytes, tm_limit_hint(TM_LIMIT_RUN_CONFIG_BYTES));
     const char *end = NULL;
+    tm_status ds = tm_json_check_depth(json, len, p.origin);
+    if (ds) return ds;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
         size_t at = end && end >= json ? (size_t)(end - json) : 0;

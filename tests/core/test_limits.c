@@ -779,6 +779,66 @@ static void test_table_model(void)
     CHECK_STATUS(graph_input(((int64_t)1 << 40) + 4), TM_ERR_LIMIT);
 }
 
+/* json_depth: the scanner at the boundary (brackets in strings do not
+ * count), then each reader that checks it before parsing. Only the limit's
+ * error matters to the readers' calls (limit_only). */
+static tm_status limit_only(tm_status s) { return s == TM_ERR_LIMIT ? s : TM_OK; }
+
+static tm_status json_model(const char *j)
+{
+    tm_model *m = NULL;
+    tm_status s = tm_model_new_from_json(&m, j, strlen(j), "config.json");
+    tm_model_free(m);
+    return limit_only(s);
+}
+
+static tm_status json_manifest(const char *j)
+{
+    tm_manifest_params mp = tm_manifest_default_params();
+    mp.dataset_json = "";
+    tm_manifest *m = NULL;
+    tm_status s = tm_manifest_parse(&m, j, strlen(j), "m.jsonl", NULL, &mp);
+    tm_manifest_free(m);
+    return limit_only(s);
+}
+
+static tm_status json_safetensors(const char *header)
+{
+    size_t hn = strlen(header);
+    unsigned char *buf = calloc(1, 8 + hn);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hn >> (8 * i));
+    memcpy(buf + 8, header, hn);
+    tm_safetensors *st = NULL;
+    tm_status s = tm_safetensors_open_memory(&st, buf, 8 + hn);
+    tm_safetensors_close(st);
+    free(buf);
+    return limit_only(s);
+}
+
+static void test_table_json(void)
+{
+    CHECK(tm_limit_get(TM_LIMIT_JSON_DEPTH) == 1000);
+    const char *flat = "{\"a\": [1, {\"b\": \"[[[{{{\\\"]]]\"}]}"; /* depth 3 */
+    BOUNDARY(TM_LIMIT_JSON_DEPTH, 3, TM_ERR_LIMIT, tm_json_check_depth(flat, strlen(flat), "t"));
+    char deep[2100];
+    for (int i = 0; i < 1000; i++) deep[i] = '[', deep[1000 + i] = ']';
+    deep[2000] = 0;
+    CHECK_OK(tm_json_check_depth(deep, 2000, "deep")); /* the default, cJSON's own limit */
+    CHECK_STATUS(tm_limit_set(TM_LIMIT_JSON_DEPTH, 1001), TM_ERR_INVALID);
+    /* the readers */
+    const char *cfg = "{\"dim\": 8, \"x\": [[1]]}"; /* depth 3 */
+    BOUNDARY(TM_LIMIT_JSON_DEPTH, 3, TM_ERR_LIMIT, json_model(cfg));
+    BOUNDARY(TM_LIMIT_JSON_DEPTH, 3, TM_ERR_LIMIT, run_config_size(cfg, NULL));
+    BOUNDARY(TM_LIMIT_JSON_DEPTH, 3, TM_ERR_LIMIT, limit_only(preprocess_parse(cfg)));
+    const char *rows = "{\"id\": \"a\", \"label\": 0}\n{\"id\": \"b\", \"x\": [[1]]}\n";
+    BOUNDARY(TM_LIMIT_JSON_DEPTH, 3, TM_ERR_LIMIT, json_manifest(rows));
+    CHECK_OK(tm_limit_set(TM_LIMIT_JSON_DEPTH, 2));
+    json_manifest(rows);
+    CHECK(strstr(tm_last_error(), "m.jsonl:2") != NULL); /* names the line */
+    tm_limits_reset();
+    BOUNDARY(TM_LIMIT_JSON_DEPTH, 3, TM_ERR_LIMIT, json_safetensors(cfg));
+}
+
 int main(void)
 {
     test_image();
@@ -798,5 +858,6 @@ int main(void)
     test_table_configs();
     test_table_loader();
     test_table_serve();
+    test_table_json();
     return test_finish("limits");
 }

@@ -31,7 +31,7 @@ check bad-value 2 "$bin" --limits tokenizer_vocab=0 info;   contains bad-value "
 contains bad-value "1..2097152"
 check bad-form 2 "$bin" --limits tokenizer_vocab info;      contains bad-form "not name=value"
 check no-value 2 "$bin" info --limits;                      contains no-value "--limits needs"
-check env-bad 2 env TRIMODAL_LIMITS=json_depth=3 "$bin" info; contains env-bad "TRIMODAL_LIMITS: unknown limit 'json_depth'"
+check env-bad 2 env TRIMODAL_LIMITS=json_width=3 "$bin" info; contains env-bad "TRIMODAL_LIMITS: unknown limit 'json_width'"
 # the limits moved into the table (preprocess.json, run configs, multipart
 # parts, cascade files, indexed media): their names are known, their ranges
 # checked, and a run config over run_config_bytes names the setting

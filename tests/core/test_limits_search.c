@@ -2,7 +2,8 @@
  * `trimodal serve --max-search-k`) at the boundary (docs/limits.md):
  * exactly the limit is answered, one more gets 400 naming the range and the
  * setting. Also the parts of a multipart request (the table's
- * multipart_parts): exactly the limit is answered, one more gets 413. */
+ * multipart_parts): exactly the limit is answered, one more gets 413; and
+ * the nesting of a JSON body (json_depth) likewise. */
 #define _GNU_SOURCE /* strcasestr in http_client.h */
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,23 @@ int main(void)
         expect("2 parts, limit 2", &r, 200, NULL, NULL);
         r = search_form(port, 3);
         expect("3 parts, limit 2", &r, 413, "multipart_parts", "TRIMODAL_LIMITS=multipart_parts=N");
+        tm_limits_reset();
+        /* JSON nesting (json_depth): a body as deep as the limit is answered,
+         * one level deeper gets 413 naming the limit */
+        CHECK_OK(tm_limit_set(TM_LIMIT_JSON_DEPTH, 1));
+        r = search(port, 2);
+        expect("depth 1, limit 1", &r, 200, NULL, NULL);
+        {
+            const char *deep = "{\"text\": \"a red sneaker\", \"k\": 2, \"x\": [1]}";
+            int fd = hc_connect(port);
+            memset(&r, 0, sizeof r);
+            if (fd >= 0) {
+                hc_request(fd, "POST", "/v1/search", "Content-Type: application/json\r\n", deep,
+                           strlen(deep), &r, 20);
+                close(fd);
+            }
+            expect("depth 2, limit 1", &r, 413, "json_depth", "TRIMODAL_LIMITS=json_depth=N");
+        }
         tm_limits_reset();
         tm_server_shutdown(srv, 5);
         tm_server_free(srv);

@@ -393,8 +393,8 @@ static void test_bad_requests(int port)
          "invalid_input"},
         {"/v1/search", "{}", 400, "invalid_input"},
         {"/v1/embed", "{\"text\": \"a\", \"text\": \"b\"}", 200, NULL},
-        {"/v1/embed", NULL, 400,
-         "invalid_json"}, /* deep nesting (over cJSON's limit), made below */
+        {"/v1/embed", NULL, 413,
+         "too_large"}, /* deep nesting (over json_depth, 1000), made below */
     };
     char deep[2100] = "{\"a\":";
     for (int i = 0; i < 1000; i++)
