@@ -135,6 +135,11 @@ typedef struct {
                                  (tests of the divergence stop); 0 = off */
 } tm_train_data;
 
+/* The model's modalities (bit i: mi->modality[i]) that data does not feed:
+ * 0 when it does not name its modalities. A stage's graphs leave their
+ * encoders out and its loader does not decode their media. */
+unsigned tm_train_data_unfed(const tm_train_data *data, const tm_model_info *mi);
+
 typedef struct {
     char *name;
     tm_train_data data;    /* the run's data with the stage's overrides applied */

@@ -237,16 +237,20 @@ static tm_status load_initial_model(tm_trainer *t)
 
 /* The encoders a stage does not feed (its data names its modalities):
  * the stage's graphs leave them out. */
-static unsigned stage_skip(const tm_trainer *t, int si)
+unsigned tm_train_data_unfed(const tm_train_data *d, const tm_model_info *mi)
 {
-    const tm_train_data *d = &t->cfg->stages[si].data;
     unsigned skip = 0;
-    for (int i = 0; i < t->info.n_modalities && d->n_modalities >= 0; i++) {
+    for (int i = 0; d && mi && i < mi->n_modalities && d->n_modalities >= 0; i++) {
         int fed = 0;
-        for (int k = 0; k < d->n_modalities; k++) fed |= !strcmp(d->modalities[k], t->info.modality[i]);
+        for (int k = 0; k < d->n_modalities; k++) fed |= !strcmp(d->modalities[k], mi->modality[i]);
         if (!fed) skip |= 1u << i;
     }
     return skip;
+}
+
+static unsigned stage_skip(const tm_trainer *t, int si)
+{
+    return tm_train_data_unfed(&t->cfg->stages[si].data, &t->info);
 }
 
 /* The losses a stage does not train (besides classification): its

@@ -220,6 +220,30 @@ static void test_relative_paths(void)
     CHECK(strstr(tm_last_error(), "\"checkpoint_blocks\" must be true or false") != NULL);
 }
 
+/* The modalities a stage's data does not feed: bit i of the model's
+ * order; none when the data does not name its modalities. */
+static void test_unfed(void)
+{
+    tm_model_info mi;
+    memset(&mi, 0, sizeof mi);
+    mi.n_modalities = 3;
+    mi.modality[0] = "text";
+    mi.modality[1] = "vision";
+    mi.modality[2] = "audio";
+    tm_train_data d;
+    memset(&d, 0, sizeof d);
+    d.n_modalities = -1;
+    CHECK(tm_train_data_unfed(&d, &mi) == 0);
+    char vision[] = "vision", audio[] = "audio";
+    d.n_modalities = 1;
+    d.modalities[0] = vision;
+    CHECK(tm_train_data_unfed(&d, &mi) == (1u | 4u));
+    d.n_modalities = 2;
+    d.modalities[1] = audio;
+    CHECK(tm_train_data_unfed(&d, &mi) == 1u);
+    CHECK(tm_train_data_unfed(NULL, &mi) == 0);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/tm_train_opts_XXXXXX");
@@ -228,6 +252,7 @@ int main(void)
     test_deterministic_validation();
     test_checkpoint_blocks();
     test_relative_paths();
+    test_unfed();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);

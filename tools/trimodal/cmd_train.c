@@ -479,11 +479,9 @@ static tm_status open_data(void *user, const tm_train_data *d, const char *split
     c->n_modalities = mi.n_modalities;
     for (int i = 0; i < mi.n_modalities && i < 4; i++)
         c->modality[i] = tm_modality_from_name(mi.modality[i]);
-    for (int i = 0; i < mi.n_modalities && i < 4 && d->n_modalities >= 0; i++) {
-        int fed = 0; /* a stage that names its modalities: the others are not decoded */
-        for (int k = 0; k < d->n_modalities; k++) fed |= !strcmp(d->modalities[k], mi.modality[i]);
-        if (!fed) c->skip_modalities |= c->modality[i];
-    }
+    unsigned unfed = tm_train_data_unfed(d, &mi); /* not decoded either */
+    for (int i = 0; i < mi.n_modalities && i < 4; i++)
+        if (unfed >> i & 1) c->skip_modalities |= c->modality[i];
     c->split = ls->split;
     c->shuffle = ls->train;
     c->drop_last = ls->train;
