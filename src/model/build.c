@@ -1052,7 +1052,7 @@ tm_status tm_model_graph_forward(tm_model_graph *mg)
             for (int64_t i = 0; i < M; i++)
                 if (mg->opts.skip_encoders >> i & 1) mg->present[b * M + i] = 0;
     }
-    if (mg->present_all) {
+    if (mg->present_all && mg->n_pairs) { /* the contrastive loss's global masks */
         const model_cfg *c = &mg->m->cfg;
         tm_status gs = mg->opts.gather(mg->opts.gather_ctx, mg->present, mg->present_all,
                                        (size_t)mg->B * (size_t)c->n_enc);

@@ -31,21 +31,30 @@ static inline __m256i fold_pairs(__m256i c03, __m256i c47)
     return _mm256_permute4x64_epi64(_mm256_hadd_epi32(c03, c47), 0xD8);
 }
 
+/* Sixteen floats to C, or its first nn < NR of them (a matrix's last
+ * columns). */
+static inline void store16(float *C, __m256 lo, __m256 hi, int64_t nn)
+{
+    if (nn == NR) {
+        _mm256_storeu_ps(C, lo);
+        _mm256_storeu_ps(C + 8, hi);
+    } else {
+        float tmp[NR];
+        _mm256_storeu_ps(tmp, lo);
+        _mm256_storeu_ps(tmp + 8, hi);
+        memcpy(C, tmp, (size_t)nn * sizeof(float));
+    }
+}
+
+/* A row's sixteen i32 sums, scaled by the activation's and the weights'
+ * scales, to C. */
 static inline void store_row(float *C, __m256i lo, __m256i hi, float sa, const float *scale,
                              int64_t nn)
 {
     __m256 s = _mm256_set1_ps(sa);
-    __m256 f0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), s), _mm256_loadu_ps(scale));
-    __m256 f1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), s), _mm256_loadu_ps(scale + 8));
-    if (nn == NR) {
-        _mm256_storeu_ps(C, f0);
-        _mm256_storeu_ps(C + 8, f1);
-    } else {
-        float tmp[NR];
-        _mm256_storeu_ps(tmp, f0);
-        _mm256_storeu_ps(tmp + 8, f1);
-        memcpy(C, tmp, (size_t)nn * sizeof(float));
-    }
+    store16(C, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), s), _mm256_loadu_ps(scale)),
+            _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), s), _mm256_loadu_ps(scale + 8)),
+            nn);
 }
 
 void tm_qgemm_block_avx2(float *C, int64_t ldc, const int8_t *qa, const float *sa, int64_t m0,
@@ -249,19 +258,6 @@ static inline void widen16(const uint16_t *h, __m256 *lo, __m256 *hi)
     __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + 8)));
     *lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
     *hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
-}
-
-static inline void store16(float *C, __m256 lo, __m256 hi, int64_t nn)
-{
-    if (nn == NR) {
-        _mm256_storeu_ps(C, lo);
-        _mm256_storeu_ps(C + 8, hi);
-    } else {
-        float tmp[NR];
-        _mm256_storeu_ps(tmp, lo);
-        _mm256_storeu_ps(tmp + 8, hi);
-        memcpy(C, tmp, (size_t)nn * sizeof(float));
-    }
 }
 
 #define BMR 6
