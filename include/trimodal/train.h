@@ -56,6 +56,7 @@
 #include <stdint.h>
 
 #include "trimodal/core.h"
+#include "trimodal/data.h"
 #include "trimodal/model.h"
 #include "trimodal/optim.h"
 
@@ -133,6 +134,15 @@ typedef struct {
     int64_t synth_nan_after;  /* > 0: training examples at stream position
                                  epoch * examples + index >= this carry a NaN
                                  (tests of the divergence stop); 0 = off */
+    /* "augment" (docs/training.md, "Augmentations"): the loader's seeded
+     * augmentations of the training split; validation is never augmented.
+     * augment 1 when an "augment" object is in force (a stage's replaces the
+     * run's whole object; null turns it off). aug holds the switches and
+     * parameters; its modality_dropout and synonyms stay 0 / NULL (the
+     * trainer applies modality_dropout above). Only manifest data is
+     * augmented: a custom opener (tm_train_open_fn) may use these too. */
+    int augment;
+    tm_loader_aug aug;
 } tm_train_data;
 
 /* The model's modalities (bit i: mi->modality[i]) that data does not feed:

@@ -263,6 +263,7 @@ static void data_defaults(tm_train_data *d)
     d->synth_val = 64;
     d->synth_noise = 0.5;
     d->synth_seed = 1;
+    d->aug = tm_loader_aug_default();
 }
 
 static void data_free(tm_train_data *d)
@@ -300,9 +301,275 @@ static tm_status data_copy(tm_train_data *dst, const tm_train_data *src)
 
 static const char *const DATA_KEYS[] = {"manifest", "tokenizer", "preprocess", "train_split",
                                         "val_split", "workers",
-                                        "modalities", "modality_dropout", "synthetic", NULL};
+                                        "modalities", "modality_dropout", "synthetic",
+                                        "augment", NULL};
 static const char *const SYNTH_KEYS[] = {"examples", "val_examples", "noise", "missing", "seed",
                                          "nan_after", NULL};
+
+/* ------------------------------------------------------- augmentations */
+
+static const char *const AUG_KEYS[] = {"image", "audio", "text", NULL};
+static const char *const AUG_IMAGE_KEYS[] = {"crop", "flip", "rotate", "jitter", "erase", NULL};
+static const char *const AUG_CROP_KEYS[] = {"scale", "ratio", NULL};
+static const char *const AUG_ROTATE_KEYS[] = {"degrees", "fill", NULL};
+static const char *const AUG_JITTER_KEYS[] = {"brightness", "contrast", "saturation", "hue",
+                                              NULL};
+static const char *const AUG_ERASE_KEYS[] = {"p", "scale", "ratio", "value", "noise", NULL};
+static const char *const AUG_AUDIO_KEYS[] = {"specaug", "wave", NULL};
+static const char *const AUG_WAVE_KEYS[] = {"stretch", "pitch", "shift", "reverb", "gain",
+                                            "noise", NULL};
+/* each step's keys: "p", then its settings */
+static const char *const AUG_STEP_KEYS[6][4] = {
+    {"p", "rate", NULL}, {"p", "semitones", NULL}, {"p", "max_s", "wrap", NULL},
+    {"p", "rt60", "wet", NULL}, {"p", "db", NULL}, {"p", "snr_db", NULL}};
+static const char *const AUG_SPEC_KEYS[] = {"n_freq_masks", "freq_param", "n_time_masks",
+                                            "time_param", "time_max_frac", "fill_mean",
+                                            "fill_value", NULL};
+static const char *const AUG_TEXT_KEYS[] = {"delete", NULL};
+
+/* "key": [low, high], two numbers in [min, max] ((min, max] with lo_open),
+ * low <= high. */
+static tm_status get_range(const pctx *p, const cJSON *obj, const char *prefix, const char *key,
+                           double min, double max, int lo_open, float out[2])
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v) return TM_OK;
+    char kp[256];
+    key_path(kp, sizeof kp, prefix, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2 || !cJSON_IsNumber(v->child) ||
+        !cJSON_IsNumber(v->child->next))
+        return bad(p, "\"%s\" must be an array of two numbers [low, high]", kp);
+    double x[2] = {v->child->valuedouble, v->child->next->valuedouble};
+    for (int k = 0; k < 2; k++)
+        if (!isfinite(x[k]) || (lo_open ? !(x[k] > min) : !(x[k] >= min)) || !(x[k] <= max))
+            return bad(p, "\"%s[%d]\" is %g; it must be in %s%g, %g]", kp, k, x[k],
+                       lo_open ? "(" : "[", min, max);
+    if (x[0] > x[1])
+        return bad(p, "\"%s\" is [%g, %g]; the low end must not exceed the high end", kp, x[0],
+                   x[1]);
+    out[0] = (float)x[0];
+    out[1] = (float)x[1];
+    return TM_OK;
+}
+
+enum { SW_OFF, SW_DEFAULT, SW_OBJECT, SW_NUMBER };
+
+/* One augmentation's value: absent or false (SW_OFF), true (SW_DEFAULT: the
+ * front-end's defaults), an object (SW_OBJECT, when objects are allowed)
+ * or a number (SW_NUMBER, when numbers are allowed); `what` says what else
+ * it may be, for the message. */
+static tm_status aug_switch(const pctx *p, const cJSON *obj, const char *prefix, const char *key,
+                            int allow_obj, int allow_num, const char *what, int *kind)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *kind = SW_OFF;
+    if (!v || cJSON_IsFalse(v)) return TM_OK;
+    if (cJSON_IsTrue(v)) *kind = SW_DEFAULT;
+    else if (allow_obj && cJSON_IsObject(v)) *kind = SW_OBJECT;
+    else if (allow_num && cJSON_IsNumber(v)) *kind = SW_NUMBER;
+    else {
+        char kp[256];
+        return bad(p, "\"%s\" must be true, false or %s", key_path(kp, sizeof kp, prefix, key),
+                   what);
+    }
+    return TM_OK;
+}
+
+static tm_status parse_aug_image(const pctx *p, const cJSON *im, const char *kp, tm_loader_aug *a)
+{
+    char sub[320];
+    int k;
+    tm_image_aug_params *q = &a->image;
+    TRY(check_keys(p, im, kp, AUG_IMAGE_KEYS));
+
+    TRY(aug_switch(p, im, kp, "crop", 1, 0, "an object {\"scale\": [lo, hi], \"ratio\": [lo, hi]}",
+                   &k));
+    a->image_crop = k != SW_OFF;
+    if (k == SW_OBJECT) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(im, "crop");
+        key_path(sub, sizeof sub, kp, "crop");
+        TRY(check_keys(p, o, sub, AUG_CROP_KEYS));
+        TRY(get_range(p, o, sub, "scale", 0, 1, 1, q->crop_scale));
+        TRY(get_range(p, o, sub, "ratio", 0, 100, 1, q->crop_ratio));
+    }
+
+    TRY(aug_switch(p, im, kp, "flip", 0, 1, "a probability in [0, 1]", &k));
+    a->image_flip = k != SW_OFF;
+    if (k == SW_NUMBER) TRY(get_float(p, im, kp, "flip", 0, 1, 0, &q->flip_p));
+
+    TRY(aug_switch(p, im, kp, "rotate", 1, 1,
+                   "a number of degrees in (0, 180] or {\"degrees\": d, \"fill\": f}", &k));
+    a->image_rotate = k != SW_OFF;
+    if (k == SW_NUMBER) TRY(get_float(p, im, kp, "rotate", 0, 180, 1, &q->rotate_degrees));
+    if (k == SW_OBJECT) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(im, "rotate");
+        key_path(sub, sizeof sub, kp, "rotate");
+        TRY(check_keys(p, o, sub, AUG_ROTATE_KEYS));
+        TRY(get_float(p, o, sub, "degrees", 0, 180, 1, &q->rotate_degrees));
+        TRY(get_float(p, o, sub, "fill", 0, 1, 0, &q->rotate_fill));
+    }
+
+    TRY(aug_switch(p, im, kp, "jitter", 1, 0,
+                   "an object {\"brightness\", \"contrast\", \"saturation\", \"hue\"}", &k));
+    a->image_jitter = k != SW_OFF;
+    if (k == SW_OBJECT) {
+        /* the object form names the adjustments wanted; the others are off */
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(im, "jitter");
+        key_path(sub, sizeof sub, kp, "jitter");
+        TRY(check_keys(p, o, sub, AUG_JITTER_KEYS));
+        q->brightness = q->contrast = q->saturation = q->hue = 0;
+        TRY(get_float(p, o, sub, "brightness", 0, 100, 0, &q->brightness));
+        TRY(get_float(p, o, sub, "contrast", 0, 100, 0, &q->contrast));
+        TRY(get_float(p, o, sub, "saturation", 0, 100, 0, &q->saturation));
+        TRY(get_float(p, o, sub, "hue", 0, 0.5, 0, &q->hue));
+        if (!(q->brightness > 0 || q->contrast > 0 || q->saturation > 0 || q->hue > 0))
+            return bad(p, "\"%s\" changes nothing: give brightness, contrast, saturation or hue "
+                          "above 0 (or remove it)", sub);
+    }
+
+    TRY(aug_switch(p, im, kp, "erase", 1, 0,
+                   "an object {\"p\", \"scale\", \"ratio\", \"value\", \"noise\"}", &k));
+    a->image_erase = k != SW_OFF;
+    if (k == SW_OBJECT) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(im, "erase");
+        key_path(sub, sizeof sub, kp, "erase");
+        TRY(check_keys(p, o, sub, AUG_ERASE_KEYS));
+        TRY(get_float(p, o, sub, "p", 0, 1, 0, &q->erase_p));
+        TRY(get_range(p, o, sub, "scale", 0, 1, 1, q->erase_scale));
+        if (!(q->erase_scale[0] < 1))
+            return bad(p, "\"%s.scale\" must allow an area below the whole image (low end < 1)",
+                       sub);
+        TRY(get_range(p, o, sub, "ratio", 0, 100, 1, q->erase_ratio));
+        TRY(get_float(p, o, sub, "value", -1e6, 1e6, 0, &q->erase_value));
+        TRY(get_bool(p, o, sub, "noise", &q->erase_noise));
+        if (q->erase_noise && cJSON_GetObjectItemCaseSensitive(o, "value"))
+            return bad(p, "\"%s\": give \"value\" or \"noise\": true, not both", sub);
+    }
+    return TM_OK;
+}
+
+/* "wave": {"stretch": ..., "pitch": ..., ...}: each step true (p 0.5 and
+ * tm_audio_aug_default_params()'s amounts) or an object; at least one. */
+static tm_status parse_aug_wave(const pctx *p, const cJSON *w, const char *kp, tm_loader_aug *a)
+{
+    char sub[360];
+    tm_audio_aug_params *q = &a->audio;
+    if (!cJSON_IsObject(w))
+        return bad(p, "\"%s\" must be an object naming its steps, e.g. {\"gain\": true, "
+                      "\"noise\": {\"p\": 0.5, \"snr_db\": [10, 40]}}", kp);
+    TRY(check_keys(p, w, kp, AUG_WAVE_KEYS));
+    float *probs[6] = {&q->p_stretch, &q->p_pitch, &q->p_shift, &q->p_reverb, &q->p_gain,
+                       &q->p_noise};
+    float *lo[6] = {&q->stretch_min, &q->pitch_min, NULL, &q->rt60_min, &q->gain_min_db,
+                    &q->snr_min_db};
+    float *hi[6] = {&q->stretch_max, &q->pitch_max, NULL, &q->rt60_max, &q->gain_max_db,
+                    &q->snr_max_db};
+    const double rmin[6] = {0.25, -24, 0, 0.001, -100, -100}, rmax[6] = {4, 24, 0, 10, 100, 200};
+    int any = 0;
+    for (int i = 0; i < 6; i++) {
+        int k;
+        const char *name = AUG_WAVE_KEYS[i];
+        TRY(aug_switch(p, w, kp, name, 1, 0, "an object {\"p\", ...}", &k));
+        if (k == SW_OFF) continue;
+        any = 1;
+        *probs[i] = 0.5f;
+        if (k != SW_OBJECT) continue;
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(w, name);
+        key_path(sub, sizeof sub, kp, name);
+        TRY(check_keys(p, o, sub, AUG_STEP_KEYS[i]));
+        TRY(get_float(p, o, sub, "p", 0, 1, 1, probs[i]));
+        if (lo[i]) {
+            float r[2] = {*lo[i], *hi[i]};
+            TRY(get_range(p, o, sub, AUG_STEP_KEYS[i][1], rmin[i], rmax[i], 0, r));
+            *lo[i] = r[0];
+            *hi[i] = r[1];
+        }
+    }
+    if (!any) return bad(p, "\"%s\" names no step (stretch, pitch, shift, reverb, gain, noise)", kp);
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(w, "shift");
+    if (cJSON_IsObject(o)) {
+        key_path(sub, sizeof sub, kp, "shift");
+        TRY(get_float(p, o, sub, "max_s", 0, 3600, 0, &q->shift_max_s));
+        TRY(get_bool(p, o, sub, "wrap", &q->shift_wrap));
+    }
+    o = cJSON_GetObjectItemCaseSensitive(w, "reverb");
+    if (cJSON_IsObject(o))
+        TRY(get_float(p, o, key_path(sub, sizeof sub, kp, "reverb"), "wet", 0, 1, 0,
+                      &q->reverb_wet));
+    a->audio_wave = 1;
+    return TM_OK;
+}
+
+static tm_status parse_aug_audio(const pctx *p, const cJSON *au, const char *kp, tm_loader_aug *a)
+{
+    char sub[320];
+    int k;
+    TRY(check_keys(p, au, kp, AUG_AUDIO_KEYS));
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(au, "wave");
+    if (w) TRY(parse_aug_wave(p, w, key_path(sub, sizeof sub, kp, "wave"), a));
+    TRY(aug_switch(p, au, kp, "specaug", 1, 0,
+                   "an object {\"n_freq_masks\", \"freq_param\", \"n_time_masks\", "
+                   "\"time_param\", \"time_max_frac\", \"fill_mean\", \"fill_value\"}", &k));
+    a->specaug = k != SW_OFF;
+    if (k == SW_OBJECT) {
+        tm_specaug_params *q = &a->spec;
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(au, "specaug");
+        key_path(sub, sizeof sub, kp, "specaug");
+        TRY(check_keys(p, o, sub, AUG_SPEC_KEYS));
+        int64_t nf = q->n_freq_masks, fp = q->freq_param, nt = q->n_time_masks,
+                tp = q->time_param;
+        TRY(get_int(p, o, sub, "n_freq_masks", 0, TM_SPECAUG_MAX_MASKS, &nf));
+        TRY(get_int(p, o, sub, "freq_param", 0, 100000, &fp));
+        TRY(get_int(p, o, sub, "n_time_masks", 0, TM_SPECAUG_MAX_MASKS, &nt));
+        TRY(get_int(p, o, sub, "time_param", 0, 1000000, &tp));
+        q->n_freq_masks = (int)nf, q->freq_param = (int)fp;
+        q->n_time_masks = (int)nt, q->time_param = (int)tp;
+        TRY(get_float(p, o, sub, "time_max_frac", 0, 1, 1, &q->time_max_frac));
+        /* a fill value means a constant fill unless fill_mean says otherwise */
+        const cJSON *fv = cJSON_GetObjectItemCaseSensitive(o, "fill_value");
+        const cJSON *fm = cJSON_GetObjectItemCaseSensitive(o, "fill_mean");
+        if (fv && !fm) q->fill_mean = 0;
+        TRY(get_bool(p, o, sub, "fill_mean", &q->fill_mean));
+        if (fv && q->fill_mean)
+            return bad(p, "\"%s\": \"fill_value\" needs \"fill_mean\": false", sub);
+        TRY(get_float(p, o, sub, "fill_value", -1e6, 1e6, 0, &q->fill_value));
+    }
+    return TM_OK;
+}
+
+/* "augment": null (everything off) or an object, which replaces the
+ * augmentations d had (a stage's replaces the run's whole object). */
+static tm_status parse_augment(const pctx *p, const cJSON *v, const char *kp, tm_train_data *d)
+{
+    tm_loader_aug a = tm_loader_aug_default();
+    if (cJSON_IsNull(v)) {
+        d->augment = 0;
+        d->aug = a;
+        return TM_OK;
+    }
+    if (!cJSON_IsObject(v))
+        return bad(p, "\"%s\" must be an object {\"image\": ..., \"audio\": ..., \"text\": ...} or "
+                      "null", kp);
+    TRY(check_keys(p, v, kp, AUG_KEYS));
+    char sub[288];
+    const cJSON *o;
+    TRY(get_object(p, v, kp, "image", &o));
+    if (o) TRY(parse_aug_image(p, o, key_path(sub, sizeof sub, kp, "image"), &a));
+    TRY(get_object(p, v, kp, "audio", &o));
+    if (o) TRY(parse_aug_audio(p, o, key_path(sub, sizeof sub, kp, "audio"), &a));
+    TRY(get_object(p, v, kp, "text", &o));
+    if (o) {
+        int k;
+        key_path(sub, sizeof sub, kp, "text");
+        TRY(check_keys(p, o, sub, AUG_TEXT_KEYS));
+        TRY(aug_switch(p, o, sub, "delete", 0, 1, "a probability in [0, 1] (0.1 for true)", &k));
+        if (k == SW_DEFAULT) a.text_delete_prob = 0.1f;
+        if (k == SW_NUMBER) TRY(get_float(p, o, sub, "delete", 0, 1, 0, &a.text_delete_prob));
+    }
+    d->augment = 1;
+    d->aug = a;
+    return TM_OK;
+}
 
 /* Applies the keys present in obj to d (the run's data or a stage's
  * override on a copy of it). */
@@ -366,6 +633,8 @@ static tm_status parse_data(const pctx *p, const cJSON *obj, const char *prefix,
         TRY(get_int(p, sy, kp, "nan_after", 0, (int64_t)1 << 50, &d->synth_nan_after));
         d->synth_seed = (uint64_t)seed;
     }
+    const cJSON *au = cJSON_GetObjectItemCaseSensitive(obj, "augment");
+    if (au) TRY(parse_augment(p, au, key_path(kp, sizeof kp, prefix, "augment"), d));
     return TM_OK;
 }
 
@@ -710,6 +979,16 @@ static tm_status parse_root(const pctx *p, const cJSON *root, tm_run_config *c)
         if (!sd->synthetic && !sd->manifest)
             return bad(p, "\"stages[%d]\" has no data: give \"data.manifest\" or "
                           "\"data.synthetic\"", i);
+        /* augmentations act on a manifest's media, in training only */
+        if (sd->augment && sd->synthetic)
+            return bad(p, "\"stages[%d]\": \"data.augment\" needs manifest data (the synthetic "
+                          "source has no media to augment); remove \"augment\", or give the "
+                          "stage \"data\": {\"augment\": null}", i);
+        if (sd->augment && sd->val_split && sd->train_split &&
+            !strcmp(sd->val_split, sd->train_split))
+            return bad(p, "\"stages[%d]\": \"data.augment\" with \"val_split\" equal to "
+                          "\"train_split\" (\"%s\") would augment validation; validate on "
+                          "another split, or set \"val_split\" to null", i, sd->train_split);
     }
     return TM_OK;
 }
@@ -841,7 +1120,98 @@ static void add_str(cJSON *o, const char *k, const char *v)
     else cJSON_AddNullToObject(o, k);
 }
 
-static cJSON *data_json(const tm_train_data *d)
+/* A float as the shortest decimal that reads back as the same float, so
+ * that 0.3f is written 0.3 rather than 0.300000011920929. */
+static double fnum(float x)
+{
+    char buf[32];
+    for (int prec = 6; prec < 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        double d = strtod(buf, NULL);
+        if ((float)d == x) return d;
+    }
+    return (double)x;
+}
+
+static void add_range(cJSON *o, const char *k, const float r[2])
+{
+    cJSON *a = cJSON_AddArrayToObject(o, k);
+    for (int i = 0; a && i < 2; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(fnum(r[i])));
+}
+
+/* The augmentations switched on, each with every parameter written. */
+static cJSON *aug_json(const tm_loader_aug *a)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    const tm_image_aug_params *q = &a->image;
+    if (a->image_crop || a->image_flip || a->image_rotate || a->image_jitter || a->image_erase) {
+        cJSON *im = cJSON_AddObjectToObject(o, "image"), *x;
+        if (im && a->image_crop && (x = cJSON_AddObjectToObject(im, "crop"))) {
+            add_range(x, "scale", q->crop_scale);
+            add_range(x, "ratio", q->crop_ratio);
+        }
+        if (im && a->image_flip) cJSON_AddNumberToObject(im, "flip", fnum(q->flip_p));
+        if (im && a->image_rotate && (x = cJSON_AddObjectToObject(im, "rotate"))) {
+            cJSON_AddNumberToObject(x, "degrees", fnum(q->rotate_degrees));
+            cJSON_AddNumberToObject(x, "fill", fnum(q->rotate_fill));
+        }
+        if (im && a->image_jitter && (x = cJSON_AddObjectToObject(im, "jitter"))) {
+            cJSON_AddNumberToObject(x, "brightness", fnum(q->brightness));
+            cJSON_AddNumberToObject(x, "contrast", fnum(q->contrast));
+            cJSON_AddNumberToObject(x, "saturation", fnum(q->saturation));
+            cJSON_AddNumberToObject(x, "hue", fnum(q->hue));
+        }
+        if (im && a->image_erase && (x = cJSON_AddObjectToObject(im, "erase"))) {
+            cJSON_AddNumberToObject(x, "p", fnum(q->erase_p));
+            add_range(x, "scale", q->erase_scale);
+            add_range(x, "ratio", q->erase_ratio);
+            if (q->erase_noise) cJSON_AddBoolToObject(x, "noise", 1);
+            else cJSON_AddNumberToObject(x, "value", fnum(q->erase_value));
+        }
+    }
+    cJSON *au = a->specaug || a->audio_wave ? cJSON_AddObjectToObject(o, "audio") : NULL, *x;
+    if (au && a->audio_wave && (x = cJSON_AddObjectToObject(au, "wave"))) {
+        const tm_audio_aug_params *w = &a->audio;
+        const float probs[6] = {w->p_stretch, w->p_pitch, w->p_shift, w->p_reverb, w->p_gain,
+                                w->p_noise};
+        const float ranges[6][2] = {{w->stretch_min, w->stretch_max}, {w->pitch_min, w->pitch_max},
+                                    {0, 0}, {w->rt60_min, w->rt60_max},
+                                    {w->gain_min_db, w->gain_max_db},
+                                    {w->snr_min_db, w->snr_max_db}};
+        for (int i = 0; i < 6; i++) {
+            cJSON *st;
+            if (!(probs[i] > 0) || !(st = cJSON_AddObjectToObject(x, AUG_WAVE_KEYS[i]))) continue;
+            cJSON_AddNumberToObject(st, "p", fnum(probs[i]));
+            if (i != 2) add_range(st, AUG_STEP_KEYS[i][1], ranges[i]);
+            if (i == 2) {
+                cJSON_AddNumberToObject(st, "max_s", fnum(w->shift_max_s));
+                cJSON_AddBoolToObject(st, "wrap", w->shift_wrap);
+            }
+            if (i == 3) cJSON_AddNumberToObject(st, "wet", fnum(w->reverb_wet));
+        }
+    }
+    if (au && a->specaug && (x = cJSON_AddObjectToObject(au, "specaug"))) {
+        const tm_specaug_params *s = &a->spec;
+        cJSON_AddNumberToObject(x, "n_freq_masks", s->n_freq_masks);
+        cJSON_AddNumberToObject(x, "freq_param", s->freq_param);
+        cJSON_AddNumberToObject(x, "n_time_masks", s->n_time_masks);
+        cJSON_AddNumberToObject(x, "time_param", s->time_param);
+        cJSON_AddNumberToObject(x, "time_max_frac", fnum(s->time_max_frac));
+        cJSON_AddBoolToObject(x, "fill_mean", s->fill_mean);
+        if (!s->fill_mean) cJSON_AddNumberToObject(x, "fill_value", fnum(s->fill_value));
+    }
+    cJSON *tx;
+    if (a->text_delete_prob > 0 && (tx = cJSON_AddObjectToObject(o, "text")))
+        cJSON_AddNumberToObject(tx, "delete", fnum(a->text_delete_prob));
+    return o;
+}
+
+/* base: the run's data when d is a stage's (a stage that turns the run's
+ * augmentations off says "augment": null, so the text parses back the
+ * same); NULL for the run's own. Data without augmentations writes no
+ * "augment", so the hashes of older configs stay the same. */
+static cJSON *data_json(const tm_train_data *d, const tm_train_data *base)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -870,17 +1240,19 @@ static cJSON *data_json(const tm_train_data *d)
             cJSON_AddNumberToObject(s, "nan_after", (double)d->synth_nan_after);
         }
     }
+    if (d->augment) cJSON_AddItemToObject(o, "augment", aug_json(&d->aug));
+    else if (base && base->augment) cJSON_AddNullToObject(o, "augment");
     return o;
 }
 
 /* for_hash: an f32 stage leaves its dtype out, so the hashes of configs
  * from before mixed precision stay the same. */
-static cJSON *stage_json(const tm_train_stage *st, int for_hash)
+static cJSON *stage_json(const tm_train_stage *st, const tm_train_data *run_data, int for_hash)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "name", st->name);
-    cJSON_AddItemToObject(o, "data", data_json(&st->data));
+    cJSON_AddItemToObject(o, "data", data_json(&st->data, run_data));
     if (st->steps) cJSON_AddNumberToObject(o, "steps", (double)st->steps);
     else cJSON_AddNumberToObject(o, "epochs", (double)st->epochs);
     cJSON *ob = cJSON_AddObjectToObject(o, "objectives");
@@ -991,9 +1363,9 @@ static cJSON *config_json(const tm_run_config *c, int for_hash)
             cJSON_AddNumberToObject(ls, "max", q->max_scale);
         }
     }
-    cJSON_AddItemToObject(o, "data", data_json(&c->data));
+    cJSON_AddItemToObject(o, "data", data_json(&c->data, NULL));
     cJSON *st = cJSON_AddArrayToObject(o, "stages");
-    for (int i = 0; st && i < c->n_stages; i++) cJSON_AddItemToArray(st, stage_json(&c->stages[i], for_hash));
+    for (int i = 0; st && i < c->n_stages; i++) cJSON_AddItemToArray(st, stage_json(&c->stages[i], &c->data, for_hash));
     return o;
 }
 

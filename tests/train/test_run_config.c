@@ -270,6 +270,285 @@ static void test_defaults(void)
     tm_run_config_free(c);
 }
 
+/* ------------------------------------------------------- "augment" */
+
+#define MDATA "\"manifest\": \"d/m.jsonl\""
+/* a run config whose data is MDATA plus the text AUG ("augment": ...) */
+static char *aug_config(const char *aug)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "{" MODEL ", \"data\": {" MDATA ", \"augment\": %s}, \"stages\": ["
+             STAGE "]}", aug);
+    return buf;
+}
+
+static void bad_aug(const char *aug, const char *needle)
+{
+    bad(aug_config(aug), needle);
+}
+
+static void test_augment_errors(void)
+{
+    bad_aug("3", "\"data.augment\" must be an object");
+    bad_aug("[]", "\"data.augment\" must be an object");
+    bad_aug("{\"colour\": {}}", "unknown key \"data.augment.colour\" (allowed here: image, audio, text)");
+    bad_aug("{\"image\": 1}", "\"data.augment.image\" must be an object");
+    bad_aug("{\"image\": {\"blur\": true}}", "unknown key \"data.augment.image.blur\"");
+    bad_aug("{\"image\": {\"flip\": 1.5}}", "\"data.augment.image.flip\" is 1.5; it must be in [0, 1]");
+    bad_aug("{\"image\": {\"flip\": \"yes\"}}",
+            "\"data.augment.image.flip\" must be true, false or a probability in [0, 1]");
+    bad_aug("{\"image\": {\"flip\": {}}}", "\"data.augment.image.flip\" must be true, false");
+    bad_aug("{\"image\": {\"crop\": 0.5}}", "\"data.augment.image.crop\" must be true, false or an object");
+    bad_aug("{\"image\": {\"crop\": {\"scale\": [0.9, 0.5]}}}",
+            "\"data.augment.image.crop.scale\" is [0.9, 0.5]; the low end must not exceed");
+    bad_aug("{\"image\": {\"crop\": {\"scale\": [0, 1]}}}",
+            "\"data.augment.image.crop.scale[0]\" is 0; it must be in (0, 1]");
+    bad_aug("{\"image\": {\"crop\": {\"scale\": [0.5, 1.5]}}}", "\"data.augment.image.crop.scale[1]\" is 1.5");
+    bad_aug("{\"image\": {\"crop\": {\"scale\": [0.5]}}}",
+            "\"data.augment.image.crop.scale\" must be an array of two numbers");
+    bad_aug("{\"image\": {\"crop\": {\"ratio\": [1, \"x\"]}}}",
+            "\"data.augment.image.crop.ratio\" must be an array of two numbers");
+    bad_aug("{\"image\": {\"crop\": {\"size\": 3}}}", "unknown key \"data.augment.image.crop.size\"");
+    bad_aug("{\"image\": {\"rotate\": 200}}", "\"data.augment.image.rotate\" is 200; it must be in (0, 180]");
+    bad_aug("{\"image\": {\"rotate\": 0}}", "\"data.augment.image.rotate\" is 0");
+    bad_aug("{\"image\": {\"rotate\": {\"degrees\": 5, \"fill\": 2}}}", "\"data.augment.image.rotate.fill\" is 2");
+    bad_aug("{\"image\": {\"jitter\": {\"hue\": 0.6}}}", "\"data.augment.image.jitter.hue\" is 0.6");
+    bad_aug("{\"image\": {\"jitter\": {\"brightness\": -1}}}", "\"data.augment.image.jitter.brightness\"");
+    bad_aug("{\"image\": {\"jitter\": {}}}", "\"data.augment.image.jitter\" changes nothing");
+    bad_aug("{\"image\": {\"erase\": {\"p\": -0.1}}}", "\"data.augment.image.erase.p\" is -0.1");
+    bad_aug("{\"image\": {\"erase\": {\"scale\": [1, 1]}}}", "\"data.augment.image.erase.scale\" must allow");
+    bad_aug("{\"image\": {\"erase\": {\"value\": 1, \"noise\": true}}}", "not both");
+    bad_aug("{\"image\": {\"erase\": {\"noise\": 1}}}", "\"data.augment.image.erase.noise\" must be true or false");
+    bad_aug("{\"audio\": {\"reverb\": true}}",
+            "unknown key \"data.augment.audio.reverb\" (allowed here: specaug, wave)");
+    bad_aug("{\"audio\": {\"wave\": true}}", "\"data.augment.audio.wave\" must be an object naming");
+    bad_aug("{\"audio\": {\"wave\": {}}}", "\"data.augment.audio.wave\" names no step");
+    bad_aug("{\"audio\": {\"wave\": {\"echo\": true}}}", "unknown key \"data.augment.audio.wave.echo\"");
+    bad_aug("{\"audio\": {\"wave\": {\"stretch\": {\"rate\": [0.1, 2]}}}}",
+            "\"data.augment.audio.wave.stretch.rate[0]\" is 0.1; it must be in [0.25, 4]");
+    bad_aug("{\"audio\": {\"wave\": {\"pitch\": {\"semitones\": [2, -2]}}}}",
+            "\"data.augment.audio.wave.pitch.semitones\" is [2, -2]");
+    bad_aug("{\"audio\": {\"wave\": {\"gain\": {\"p\": 0}}}}",
+            "\"data.augment.audio.wave.gain.p\" is 0; it must be in (0, 1]");
+    bad_aug("{\"audio\": {\"wave\": {\"gain\": 0.5}}}",
+            "\"data.augment.audio.wave.gain\" must be true, false or an object");
+    bad_aug("{\"audio\": {\"wave\": {\"shift\": {\"wrap\": 1}}}}",
+            "\"data.augment.audio.wave.shift.wrap\" must be true or false");
+    bad_aug("{\"audio\": {\"wave\": {\"reverb\": {\"wet\": 1.5}}}}",
+            "\"data.augment.audio.wave.reverb.wet\" is 1.5");
+    bad_aug("{\"audio\": {\"wave\": {\"noise\": {\"db\": [1, 2]}}}}",
+            "unknown key \"data.augment.audio.wave.noise.db\" (allowed here: p, snr_db)");
+    bad_aug("{\"audio\": {\"specaug\": {\"n_freq_masks\": 17}}}",
+            "\"data.augment.audio.specaug.n_freq_masks\" is 17; it must be in [0, 16]");
+    bad_aug("{\"audio\": {\"specaug\": {\"time_param\": 2.5}}}",
+            "\"data.augment.audio.specaug.time_param\" must be an integer");
+    bad_aug("{\"audio\": {\"specaug\": {\"time_max_frac\": 0}}}",
+            "\"data.augment.audio.specaug.time_max_frac\" is 0");
+    bad_aug("{\"audio\": {\"specaug\": {\"fill_mean\": true, \"fill_value\": -3}}}",
+            "\"fill_value\" needs \"fill_mean\": false");
+    bad_aug("{\"text\": {\"delete\": 2}}", "\"data.augment.text.delete\" is 2; it must be in [0, 1]");
+    bad_aug("{\"text\": {\"delete\": \"some\"}}", "\"data.augment.text.delete\" must be true, false");
+    bad_aug("{\"text\": {\"synonyms\": 0.1}}", "unknown key \"data.augment.text.synonyms\"");
+    /* a stage's override is named by its path */
+    bad("{" MODEL ", \"data\": {" MDATA "}, \"stages\": [{\"name\": \"a\", \"steps\": 2, "
+        "\"objectives\": {\"contrastive\": 1}, \"data\": {\"augment\": {\"image\": {\"flip\": -1}}}}]}",
+        "\"stages[0].data.augment.image.flip\" is -1");
+    /* nothing to augment in synthetic data; validation is never augmented */
+    bad("{" MODEL ", \"data\": {\"synthetic\": {}, \"augment\": {\"image\": {\"flip\": true}}}, "
+        "\"stages\": [" STAGE "]}", "\"stages[0]\": \"data.augment\" needs manifest data");
+    bad("{" MODEL ", \"data\": {" MDATA ", \"val_split\": \"train\", \"augment\": {}}, "
+        "\"stages\": [" STAGE "]}", "would augment validation");
+}
+
+static void test_augment_parse(void)
+{
+    /* absent: off, with the front-ends' defaults in place */
+    tm_run_config *c = parse("{" MODEL ", \"data\": {" MDATA "}, \"stages\": [" STAGE "]}",
+                             TM_OK, NULL);
+    tm_image_aug_params di = tm_image_aug_default_params();
+    tm_specaug_params ds = tm_specaug_default_params();
+    if (c) {
+        const tm_train_data *d = &c->stages[0].data;
+        CHECK(c->data.augment == 0 && d->augment == 0);
+        CHECK(!d->aug.image_crop && !d->aug.image_flip && !d->aug.specaug &&
+              d->aug.text_delete_prob == 0);
+        CHECK(!memcmp(&d->aug.image, &di, sizeof di) && !memcmp(&d->aug.spec, &ds, sizeof ds));
+        char *j = tm_run_config_to_json(c);
+        CHECK(j && !strstr(j, "augment")); /* older configs keep their text and hash */
+        tm_free(j);
+    }
+    tm_run_config_free(c);
+
+    /* true: each front-end's defaults */
+    c = parse(aug_config("{\"image\": {\"crop\": true, \"flip\": true, \"rotate\": true, "
+                         "\"jitter\": true, \"erase\": true}, \"audio\": {\"specaug\": true}, "
+                         "\"text\": {\"delete\": true}}"),
+              TM_OK, NULL);
+    if (c) {
+        const tm_loader_aug *a = &c->stages[0].data.aug;
+        CHECK(c->stages[0].data.augment == 1);
+        CHECK(a->image_crop && a->image_flip && a->image_rotate && a->image_jitter &&
+              a->image_erase && a->specaug && !a->audio_wave);
+        CHECK(!memcmp(&a->image, &di, sizeof di) && !memcmp(&a->spec, &ds, sizeof ds));
+        CHECK(a->text_delete_prob == 0.1f && a->synonyms == NULL && a->synonym_prob == 0);
+        CHECK(a->modality_dropout[0] == 0 && a->modality_dropout[1] == 0 &&
+              a->modality_dropout[2] == 0);
+    }
+    tm_run_config_free(c);
+
+    /* values; false and absent keys are off */
+    c = parse(aug_config("{\"image\": {\"crop\": {\"scale\": [0.8, 1.0], \"ratio\": [0.9, 1.1]}, "
+                         "\"flip\": 0.25, \"rotate\": 12, \"jitter\": {\"brightness\": 0.2, "
+                         "\"contrast\": 0.3}, \"erase\": {\"p\": 0.4, \"scale\": [0.02, 0.2], "
+                         "\"value\": -1}}, \"audio\": {\"specaug\": {\"n_freq_masks\": 1, "
+                         "\"freq_param\": 4, \"time_param\": 3, \"fill_value\": -2}}, "
+                         "\"text\": {\"delete\": 0.15}}"),
+              TM_OK, NULL);
+    if (c) {
+        const tm_loader_aug *a = &c->stages[0].data.aug;
+        const tm_image_aug_params *q = &a->image;
+        CHECK(a->image_crop && q->crop_scale[0] == 0.8f && q->crop_scale[1] == 1.0f &&
+              q->crop_ratio[0] == 0.9f && q->crop_ratio[1] == 1.1f);
+        CHECK(a->image_flip && q->flip_p == 0.25f);
+        CHECK(a->image_rotate && q->rotate_degrees == 12.0f && q->rotate_fill == 0);
+        /* jitter's object form: the adjustments not named are off */
+        CHECK(a->image_jitter && q->brightness == 0.2f && q->contrast == 0.3f &&
+              q->saturation == 0 && q->hue == 0);
+        CHECK(a->image_erase && q->erase_p == 0.4f && q->erase_scale[0] == 0.02f &&
+              q->erase_scale[1] == 0.2f && q->erase_ratio[0] == di.erase_ratio[0] &&
+              q->erase_ratio[1] == di.erase_ratio[1] && q->erase_value == -1.0f &&
+              !q->erase_noise);
+        CHECK(a->specaug && a->spec.n_freq_masks == 1 && a->spec.freq_param == 4 &&
+              a->spec.n_time_masks == ds.n_time_masks && a->spec.time_param == 3 &&
+              a->spec.time_max_frac == 1.0f && a->spec.fill_mean == 0 &&
+              a->spec.fill_value == -2.0f);
+        CHECK(a->text_delete_prob == 0.15f && !a->audio_wave);
+    }
+    tm_run_config_free(c);
+    /* waveform steps: true is p 0.5 with the default amounts */
+    c = parse(aug_config("{\"audio\": {\"wave\": {\"gain\": true, \"noise\": {\"p\": 0.3, "
+                         "\"snr_db\": [5, 20]}, \"shift\": {\"max_s\": 0.05, \"wrap\": true}, "
+                         "\"reverb\": {\"rt60\": [0.3, 0.5], \"wet\": 0.2}, \"stretch\": false}}}"),
+              TM_OK, NULL);
+    if (c) {
+        const tm_loader_aug *a = &c->stages[0].data.aug;
+        const tm_audio_aug_params *w = &a->audio;
+        tm_audio_aug_params dw = tm_audio_aug_default_params();
+        CHECK(a->audio_wave && !a->specaug && !a->image_crop);
+        CHECK(w->p_gain == 0.5f && w->gain_min_db == dw.gain_min_db &&
+              w->gain_max_db == dw.gain_max_db);
+        CHECK(w->p_noise == 0.3f && w->snr_min_db == 5.0f && w->snr_max_db == 20.0f);
+        CHECK(w->p_shift == 0.5f && w->shift_max_s == 0.05f && w->shift_wrap == 1);
+        CHECK(w->p_reverb == 0.5f && w->rt60_min == 0.3f && w->rt60_max == 0.5f &&
+              w->reverb_wet == 0.2f);
+        CHECK(w->p_stretch == 0 && w->p_pitch == 0 && w->ir == NULL && w->noise == NULL &&
+              w->resampler == dw.resampler);
+    }
+    tm_run_config_free(c);
+    c = parse(aug_config("{\"image\": {\"flip\": false, \"rotate\": {\"degrees\": 30, "
+                         "\"fill\": 0.5}}, \"text\": {}}"), TM_OK, NULL);
+    if (c) {
+        const tm_loader_aug *a = &c->stages[0].data.aug;
+        CHECK(c->stages[0].data.augment == 1 && !a->image_flip && !a->image_crop);
+        CHECK(a->image_rotate && a->image.rotate_degrees == 30.0f && a->image.rotate_fill == 0.5f);
+        CHECK(a->text_delete_prob == 0 && !a->specaug);
+    }
+    tm_run_config_free(c);
+    /* "augment": null in the run's data: off */
+    c = parse(aug_config("null"), TM_OK, NULL);
+    if (c) CHECK(c->data.augment == 0 && c->stages[0].data.augment == 0);
+    tm_run_config_free(c);
+}
+
+static int wave_equal(const tm_audio_aug_params *x, const tm_audio_aug_params *y)
+{
+    return x->p_stretch == y->p_stretch && x->stretch_min == y->stretch_min &&
+           x->stretch_max == y->stretch_max && x->p_pitch == y->p_pitch &&
+           x->pitch_min == y->pitch_min && x->pitch_max == y->pitch_max &&
+           x->p_shift == y->p_shift && x->shift_max_s == y->shift_max_s &&
+           x->shift_wrap == y->shift_wrap && x->p_reverb == y->p_reverb &&
+           x->rt60_min == y->rt60_min && x->rt60_max == y->rt60_max &&
+           x->reverb_wet == y->reverb_wet && x->ir == y->ir && x->n_ir == y->n_ir &&
+           x->p_gain == y->p_gain && x->gain_min_db == y->gain_min_db &&
+           x->gain_max_db == y->gain_max_db && x->p_noise == y->p_noise &&
+           x->snr_min_db == y->snr_min_db && x->snr_max_db == y->snr_max_db &&
+           x->noise == y->noise && x->n_noise == y->n_noise && x->resampler == y->resampler;
+}
+
+/* field by field (the structs may have padding) */
+static int aug_equal(const tm_loader_aug *x, const tm_loader_aug *y)
+{
+    return x->image_crop == y->image_crop && x->image_flip == y->image_flip &&
+           x->image_rotate == y->image_rotate && x->image_jitter == y->image_jitter &&
+           x->image_erase == y->image_erase && x->audio_wave == y->audio_wave &&
+           x->specaug == y->specaug && x->text_delete_prob == y->text_delete_prob &&
+           wave_equal(&x->audio, &y->audio) &&
+           x->synonyms == y->synonyms && x->synonym_prob == y->synonym_prob &&
+           !memcmp(&x->image, &y->image, sizeof x->image) &&
+           !memcmp(&x->spec, &y->spec, sizeof x->spec) &&
+           !memcmp(x->modality_dropout, y->modality_dropout, sizeof x->modality_dropout);
+}
+
+/* Stages inherit the run's augmentations, a stage's "augment" replaces the
+ * whole object, null turns them off; the canonical JSON keeps all that. */
+static void test_augment_stages(void)
+{
+    static const char *cfg =
+        "{" MODEL ", \"data\": {" MDATA ", \"augment\": {\"image\": {\"crop\": {\"scale\": "
+        "[0.5, 1]}, \"flip\": 0.5}, \"audio\": {\"specaug\": {\"n_time_masks\": 3}, \"wave\": "
+        "{\"stretch\": true, \"pitch\": {\"p\": 0.25, \"semitones\": [-1, 1]}}}}},\n"
+        " \"stages\": [{\"name\": \"a\", \"steps\": 2, \"objectives\": {\"classification\": 1}},\n"
+        "  {\"name\": \"b\", \"steps\": 2, \"objectives\": {\"classification\": 1}, \"data\": "
+        "{\"augment\": {\"image\": {\"erase\": {\"noise\": true}}, \"text\": {\"delete\": 0.2}}}},\n"
+        "  {\"name\": \"c\", \"steps\": 2, \"objectives\": {\"classification\": 1}, \"data\": "
+        "{\"augment\": null}},\n"
+        "  {\"name\": \"d\", \"steps\": 2, \"objectives\": {\"classification\": 1}, \"data\": "
+        "{\"workers\": 1}}]}";
+    tm_run_config *c = parse(cfg, TM_OK, NULL);
+    if (!c) return;
+    const tm_loader_aug *a = &c->stages[0].data.aug, *b = &c->stages[1].data.aug;
+    CHECK(c->data.augment && c->stages[0].data.augment && c->stages[1].data.augment);
+    CHECK(a->audio_wave && a->audio.p_stretch == 0.5f && a->audio.p_pitch == 0.25f &&
+          a->audio.pitch_min == -1.0f && a->audio.p_gain == 0 && !b->audio_wave);
+    CHECK(a->image_crop && a->image.crop_scale[0] == 0.5f && a->image_flip && a->specaug &&
+          a->spec.n_time_masks == 3 && !a->image_erase && a->text_delete_prob == 0);
+    /* b replaces the run's object: no crop, flip or SpecAugment */
+    CHECK(!b->image_crop && !b->image_flip && !b->specaug && b->image_erase &&
+          b->image.erase_noise && b->text_delete_prob == 0.2f);
+    CHECK(b->image.crop_scale[0] == tm_image_aug_default_params().crop_scale[0]);
+    CHECK(c->stages[2].data.augment == 0 && !c->stages[2].data.aug.image_crop);
+    CHECK(c->stages[3].data.augment == 1 && c->stages[3].data.aug.image_flip &&
+          c->stages[3].data.workers == 1);
+
+    char *j = tm_run_config_to_json(c);
+    CHECK(j && strstr(j, "\"augment\":\tnull"));
+    CHECK(j && strstr(j, "\"delete\":\t0.2\n")); /* floats in their shortest form */
+    tm_run_config *c2 = j ? parse(j, TM_OK, NULL) : NULL;
+    if (c2) {
+        CHECK(tm_run_config_hash(c) == tm_run_config_hash(c2));
+        char *j2 = tm_run_config_to_json(c2);
+        CHECK(j2 && !strcmp(j, j2));
+        tm_free(j2);
+        for (int i = 0; i < 4; i++) {
+            const tm_train_data *x = &c->stages[i].data, *y = &c2->stages[i].data;
+            CHECK(x->augment == y->augment && aug_equal(&x->aug, &y->aug));
+        }
+        CHECK(c2->stages[2].data.augment == 0);
+    }
+    tm_run_config_free(c2);
+    tm_free(j);
+
+    /* the hash sees the augmentations (they change the numbers) */
+    uint64_t h = tm_run_config_hash(c);
+    c->stages[0].data.aug.image.flip_p = 0.75f;
+    CHECK(tm_run_config_hash(c) != h);
+    c->stages[0].data.aug.image.flip_p = 0.5f;
+    CHECK(tm_run_config_hash(c) == h);
+    c->stages[2].data.augment = 1;
+    CHECK(tm_run_config_hash(c) != h);
+    tm_run_config_free(c);
+}
+
 /* weights.txt: kind weight from to steps stage_steps t expected */
 static void test_weights(void)
 {
@@ -313,6 +592,9 @@ int main(void)
     test_errors();
     test_full();
     test_defaults();
+    test_augment_errors();
+    test_augment_parse();
+    test_augment_stages();
     test_weights();
     return test_finish("train_run_config");
 }

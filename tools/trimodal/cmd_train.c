@@ -488,6 +488,14 @@ static tm_status open_data(void *user, const tm_train_data *d, const char *split
     c->seed = seed;
     c->workers = d->workers;
     c->tokenizer = dc->tok;
+    /* the stage's "augment", on the training split only (the run config
+     * refuses augment with val_split == train_split); modality dropout
+     * stays with the trainer */
+    if (ls->train && d->augment) {
+        c->augment = 1;
+        c->aug = d->aug;
+        c->aug.modality_dropout[0] = c->aug.modality_dropout[1] = c->aug.modality_dropout[2] = 0;
+    }
     ls->size = tm_manifest_split_size(dc->manifest, split);
     if (ls->size < 1) {
         free(ls);
