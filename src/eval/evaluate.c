@@ -322,14 +322,31 @@ static tm_status run_batches(ev_state *s, tm_model *model, const tm_tokenizer *t
             tm_model_inputs in = tm_model_graph_inputs(gc);
             copy_inputs(s, &in, b);
             for (int k = 0; k < s->n_sub && !st; k++) {
+                /* A subset that leaves every row of this batch with the
+                 * modalities an earlier subset left it (image-only rows:
+                 * every subset with the image) gives the same logits: the
+                 * rows are independent and the forward is deterministic. */
+                int same = -1;
+                for (int j = 0; j < k && same < 0; j++) {
+                    int64_t i = 0;
+                    while (i < n && (s->present[pos + i] & s->sub_mask[j]) ==
+                                        (s->present[pos + i] & s->sub_mask[k]))
+                        i++;
+                    if (i == n) same = j;
+                }
+                float *dst = s->logits + ((size_t)k * s->n + pos) * s->C;
+                if (same >= 0) {
+                    memcpy(dst, s->logits + ((size_t)same * s->n + pos) * s->C,
+                           (size_t)(n * s->C) * sizeof(float));
+                    continue;
+                }
                 for (int64_t i = 0; i < b->capacity; i++)
                     for (int m = 0; m < M; m++)
                         in.present[i * M + m] =
                             b->present[i * M + m] && (s->sub_mask[k] & (1u << m));
                 if ((st = tm_model_graph_forward(gc))) break;
                 const float *z = tm_model_graph_logits(gc);
-                memcpy(s->logits + ((size_t)k * s->n + pos) * s->C, z,
-                       (size_t)(n * s->C) * sizeof(float));
+                memcpy(dst, z, (size_t)(n * s->C) * sizeof(float));
                 if (k == 0)
                     for (int64_t i = 0; i < n && pos + i < s->n_ex; i++)
                         grab_attention(s, gc, i, &s->ex[pos + i]);
