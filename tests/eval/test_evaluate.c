@@ -223,6 +223,33 @@ int main(void)
     CHECK(e && jnum(e, "n") == all_n);
     if (e) CHECK_NEAR(jnum(e, "accuracy"), all_acc / all_n, 1e-12, 0);
 
+    /* One row a batch: the row without an image then has the same modalities
+     * in the full set and in "text", whose logits eval reuses instead of
+     * running the model again; every figure must stay the same. */
+    {
+        tm_evaluate_options o1 = o;
+        o1.batch_size = 1;
+        o1.n_examples = 0;
+        tm_evaluation *ev1 = NULL;
+        CHECK_OK(tm_evaluate(&ev1, model, tok, &pre, man, &o1));
+        cJSON *j1 = ev1 ? cJSON_Parse(tm_evaluation_json(ev1)) : NULL;
+        cJSON *abl1 = j1 ? cJSON_GetObjectItem(j1, "ablation") : NULL;
+        CHECK(cJSON_GetArraySize(abl1) == 3);
+        static const char *const sub[3] = {"text", "vision", "text+vision"};
+        for (int k = 0; k < 3; k++) {
+            cJSON *a = find_subset(abl, sub[k]), *b1 = abl1 ? find_subset(abl1, sub[k]) : NULL;
+            CHECK(a && b1);
+            if (a && b1) {
+                CHECK(jnum(a, "n") == jnum(b1, "n"));
+                CHECK_NEAR(jnum(b1, "accuracy"), jnum(a, "accuracy"), 1e-12, 0);
+            }
+        }
+        CHECK_NEAR(jnum(cJSON_GetObjectItem(j1, "classification"), "accuracy"),
+                   acc[0] / cnt[0], 1e-12, 0);
+        cJSON_Delete(j1);
+        tm_evaluation_free(ev1);
+    }
+
     /* bias audit by voice */
     cJSON *bias = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "bias"), 0);
     cJSON *groups = cJSON_GetObjectItem(bias, "groups");
