@@ -3,8 +3,8 @@
  * x is (N, C, S): S is the product of the spatial sizes, so the C/G
  * channels of group g of example n are one contiguous run of M = (C/G) * S
  * values. Each group is normalised like a LayerNorm row of M values (mean
- * and biased variance summed in double), then each channel gets its own
- * weight and bias:
+ * and biased variance summed in double, four interleaved partial sums),
+ * then each channel gets its own weight and bias:
  *     xhat = (x - mean) * rstd,  y = xhat * w[c] + b[c]
  * Backward, with gy = dy * w[c] and means over the group's M values:
  *     dx = rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
@@ -25,6 +25,34 @@ typedef struct {
     float eps;
 } gn_ctx;
 
+/* Sums in double with four accumulators (i mod 4), added in a fixed
+ * order at the end: four independent chains instead of one, and the same
+ * result for any thread count. */
+static double dsum(const float *x, int64_t n)
+{
+    double a[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            a[k] += x[i + k];
+    for (; i < n; i++)
+        a[i & 3] += x[i];
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+/* sum of (x - m)^2 in double, accumulated as dsum does */
+static double dsumsq(const float *x, float m, int64_t n)
+{
+    double a[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            a[k] += (double)(x[i + k] - m) * (x[i + k] - m);
+    for (; i < n; i++)
+        a[i & 3] += (double)(x[i] - m) * (x[i] - m);
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
 static int64_t per_task(int64_t unit)
 {
     int64_t p = unit > 0 ? GN_WORK / unit : 1;
@@ -41,12 +69,8 @@ static void gn_fwd_task(void *p, int64_t t, int64_t nt)
         const int64_t g = ng % c->G;
         const float *x = c->x + ng * c->M;
         float *y = c->y + ng * c->M;
-        double s = 0, v = 0;
-        for (int64_t i = 0; i < c->M; i++)
-            s += x[i];
-        const float m = (float)(s / (double)c->M);
-        for (int64_t i = 0; i < c->M; i++)
-            v += (double)(x[i] - m) * (x[i] - m);
+        const float m = (float)(dsum(x, c->M) / (double)c->M);
+        const double v = dsumsq(x, m, c->M);
         const float rs = (float)(1.0 / sqrt(v / (double)c->M + c->eps));
         c->mean_w[ng] = m;
         c->rstd_w[ng] = rs;
@@ -93,16 +117,26 @@ static void gn_bwd_dx_task(void *p, int64_t t, int64_t nt)
         const float *x = c->x + ng * c->M, *dy = c->dy + ng * c->M;
         float *dx = c->dx + ng * c->M;
         const float m = c->mean[ng], rs = c->rstd[ng];
-        double sg = 0, sgn = 0;
+        double sg[4] = {0, 0, 0, 0}, sgn[4] = {0, 0, 0, 0}; /* by i mod 4, as dsum */
         for (int64_t ch = 0; ch < c->Cg; ch++) {
             const float w = c->w ? c->w[g * c->Cg + ch] : 1.0f;
-            for (int64_t i = ch * c->S; i < (ch + 1) * c->S; i++) {
+            int64_t i = ch * c->S;
+            const int64_t e = (ch + 1) * c->S;
+            for (; i + 4 <= e; i += 4)
+                for (int k = 0; k < 4; k++) {
+                    float gy = dy[i + k] * w;
+                    sg[k] += gy;
+                    sgn[k] += (double)gy * ((x[i + k] - m) * rs);
+                }
+            for (; i < e; i++) {
                 float gy = dy[i] * w;
-                sg += gy;
-                sgn += (double)gy * ((x[i] - m) * rs);
+                sg[i & 3] += gy;
+                sgn[i & 3] += (double)gy * ((x[i] - m) * rs);
             }
         }
-        const float mg = (float)(sg / (double)c->M), mgn = (float)(sgn / (double)c->M);
+        const double tg = (sg[0] + sg[1]) + (sg[2] + sg[3]);
+        const double tgn = (sgn[0] + sgn[1]) + (sgn[2] + sgn[3]);
+        const float mg = (float)(tg / (double)c->M), mgn = (float)(tgn / (double)c->M);
         for (int64_t ch = 0; ch < c->Cg; ch++) {
             const float w = c->w ? c->w[g * c->Cg + ch] : 1.0f;
             for (int64_t i = ch * c->S; i < (ch + 1) * c->S; i++) {
@@ -120,17 +154,23 @@ static void gn_bwd_dw_task(void *p, int64_t t, int64_t nt)
     const int64_t lo = t * c->per, hi = lo + c->per < c->C ? lo + c->per : c->C;
     for (int64_t cc = lo; cc < hi; cc++) {
         const int64_t g = cc / c->Cg;
-        double sw = 0, sb = 0;
+        double sw[4] = {0, 0, 0, 0}, sb[4] = {0, 0, 0, 0}; /* by i mod 4, as dsum */
         for (int64_t n = 0; n < c->N; n++) {
             const float m = c->mean[n * c->G + g], rs = c->rstd[n * c->G + g];
             const float *x = c->x + (n * c->C + cc) * c->S, *dy = c->dy + (n * c->C + cc) * c->S;
-            for (int64_t i = 0; i < c->S; i++) {
-                sw += (double)dy[i] * ((x[i] - m) * rs);
-                sb += dy[i];
+            int64_t i = 0;
+            for (; i + 4 <= c->S; i += 4)
+                for (int k = 0; k < 4; k++) {
+                    sw[k] += (double)dy[i + k] * ((x[i + k] - m) * rs);
+                    sb[k] += dy[i + k];
+                }
+            for (; i < c->S; i++) {
+                sw[i & 3] += (double)dy[i] * ((x[i] - m) * rs);
+                sb[i & 3] += dy[i];
             }
         }
-        if (c->dw) c->dw[cc] += (float)sw;
-        if (c->db) c->db[cc] += (float)sb;
+        if (c->dw) c->dw[cc] += (float)((sw[0] + sw[1]) + (sw[2] + sw[3]));
+        if (c->db) c->db[cc] += (float)((sb[0] + sb[1]) + (sb[2] + sb[3]));
     }
 }
 

@@ -32,9 +32,39 @@ static void clip(int64_t o, int64_t s, int64_t p, int64_t k, int64_t n, int64_t 
 
 /* ------------------------------------------------------------ max pool */
 
+/* The common 2x2 window, stride 2, no padding: the same rules as the
+ * general loop below (strictly greater wins, ties keep the first cell in
+ * row-major order, the first NaN wins), without its clipping. */
+static void maxpool2x2_plane(const float *x, float *o, int32_t *am, int64_t W, int64_t Ho,
+                             int64_t Wo)
+{
+    for (int64_t oh = 0; oh < Ho; oh++) {
+        const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+        for (int64_t ow = 0; ow < Wo; ow++) {
+            const int64_t j = 2 * ow;
+            const float v[4] = {r0[j], r0[j + 1], r1[j], r1[j + 1]};
+            const int64_t at[4] = {2 * oh * W + j, 2 * oh * W + j + 1, (2 * oh + 1) * W + j,
+                                   (2 * oh + 1) * W + j + 1};
+            int k = v[0] != v[0] ? 4 : 0, b = 0;
+            for (int q = 1; q < 4 && k < 4; q++) {
+                if (v[q] > v[b]) b = q;
+                if (v[q] != v[q]) b = q, k = 4;
+            }
+            o[oh * Wo + ow] = v[b];
+            am[oh * Wo + ow] = (int32_t)at[b];
+        }
+    }
+}
+
 static void maxpool_fwd_range(void *p, int64_t begin, int64_t end)
 {
     const pool_ctx c = *(const pool_ctx *)p;
+    if (c.KH == 2 && c.KW == 2 && c.sh == 2 && c.sw == 2 && c.ph == 0 && c.pw == 0) {
+        for (int64_t pl = begin; pl < end; pl++)
+            maxpool2x2_plane(c.in + pl * c.H * c.W, c.out + pl * c.Ho * c.Wo,
+                             c.argmax + pl * c.Ho * c.Wo, c.W, c.Ho, c.Wo);
+        return;
+    }
     for (int64_t pl = begin; pl < end; pl++) {
         const float *x = c.in + pl * c.H * c.W;
         float *o = c.out + pl * c.Ho * c.Wo;

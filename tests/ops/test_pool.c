@@ -215,6 +215,27 @@ static void test_ties_and_specials(void)
     tm_maxpool2d_forward(&yi, &ai, nan4, 1, 1, 2, 2, 2, 2, 1, 1, 0, 0);
     CHECK(isnan(yi) && ai == 1);
 
+    /* The same rules in the 2x2, stride-2 fast path: -inf windows report
+     * their first cell, the first NaN wins wherever it is, ties keep the
+     * first cell, and a 5x5 input drops its last row and column. */
+    const float sp[16] = {-INFINITY, -INFINITY, NAN, 1,  -INFINITY, -INFINITY, 2,   NAN,
+                          4,         4,         0,   7,  NAN,       4,         7,   7};
+    float ys[4];
+    int32_t as[4];
+    tm_maxpool2d_forward(ys, as, sp, 1, 1, 4, 4, 2, 2, 2, 2, 0, 0);
+    CHECK(isinf(ys[0]) && ys[0] < 0 && as[0] == 0);
+    CHECK(isnan(ys[1]) && as[1] == 2);
+    CHECK(isnan(ys[2]) && as[2] == 12);
+    CHECK(ys[3] == 7 && as[3] == 11);
+    float x5[25], y5[4];
+    int32_t a5[4];
+    for (int i = 0; i < 25; i++) x5[i] = (i % 5 == 4 || i >= 20) ? 100.0f : (float)(i % 3);
+    tm_maxpool2d_forward(y5, a5, x5, 1, 1, 5, 5, 2, 2, 2, 2, 0, 0);
+    const float w5[4] = {2, 2, 2, 2};
+    const int32_t wa5[4] = {5, 2, 11, 17};
+    for (int i = 0; i < 4; i++)
+        CHECK(y5[i] == w5[i] && a5[i] == wa5[i]);
+
     /* Overlapping windows (stride 1) sharing a winner: its gradient is the
      * sum of both; dx starts at ones. */
     const float x3[3] = {0, 9, 1};
