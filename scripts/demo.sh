@@ -38,12 +38,12 @@ if [ -n "${DEMO_LIMIT:-}" ]; then
 elif [ "$QUICK" = 1 ]; then
   DATA=$DIR/fashion-tri-quick
   LIMIT=(--limit-train 4000 --limit-test 1000)
-  STEPS=(400 100 50 200)
+  STEPS=(200 50 25 100)
   RUN=$DIR/run-quick
 else
   DATA=$DIR/fashion-tri
   LIMIT=()
-  STEPS=(3000 500 100 1000)
+  STEPS=(3000 250 50 500)
   RUN=$DIR/run
 fi
 
