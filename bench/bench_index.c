@@ -5,17 +5,22 @@
  *
  * Usage: bench_index [--sizes N,N,...] [--dim D] [--queries Q]
  *                    [--types exact,exact-int8,ivf,hnsw] [--quick]
- *                    [--hnsw-m M] [--ef-search E,E,...] [--nprobe P,P,...]
+ *                    [--hnsw-m M] [--ef-construction C,C,...]
+ *                    [--ef-search E,E,...] [--nprobe P,P,...]
  * --quick: sizes 10000,30000 and 50 queries (a CI-sized run).
- * --hnsw-m: HNSW's links a node (default 32; efConstruction stays the
- * library's 40). --ef-search / --nprobe: query-time settings to sweep on
- * one built hnsw / ivf index (tm_index_set_search), one line each; default:
- * the index's own.
- * stdout: one JSON object per size and type: {"bench":"index", "type",
- * "items", "dim", "data":"synthetic-clustered", "build_s",
- * "query_ms_p50", "query_ms_p95", "recall_at_10", "nlist", "nprobe",
- * "hnsw_m", "ef_search", "threads", "peak_rss_mb"}. Memory: the vectors
- * (items x dim floats) plus one index at a time. */
+ * --hnsw-m: HNSW's links a node (default 32). --ef-construction: one hnsw
+ * build per value, in order (default: the library's 40).
+ * --ef-search / --nprobe: query-time settings to sweep on each built hnsw
+ * / ivf index (tm_index_set_search), one line each, in order (repeat a
+ * value to measure it twice); default: the index's own.
+ * stdout: one JSON object per size, type and setting: {"bench":"index",
+ * "type", "items", "dim", "data":"synthetic-clustered", "build_s",
+ * "query_ms_p50", "query_ms_p95", "recall_at_10", "recall_at_10_score",
+ * "nlist", "nprobe", "hnsw_m", "ef_search", "ef_construction", "threads",
+ * "peak_rss_mb"}. recall_at_10: the share of the exact index's 10 best
+ * items found; recall_at_10_score: the share of returned items scoring at
+ * least the exact 10th best score minus 1e-5 (the same unless scores tie).
+ * Memory: the vectors (items x dim floats) plus one index at a time. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -87,7 +92,7 @@ static double peak_rss_mb(void)
 int main(int argc, char **argv)
 {
     const char *sizes = "10000,100000,1000000", *types = "exact,exact-int8,ivf,hnsw";
-    const char *ef_list = "", *nprobe_list = "";
+    const char *ef_list = "", *nprobe_list = "", *efc_list = "0";
     int dim = 128, nq = 200, hnsw_m = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
@@ -105,12 +110,14 @@ int main(int argc, char **argv)
             hnsw_m = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--ef-search"))
             ef_list = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--ef-construction"))
+            efc_list = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--nprobe"))
             nprobe_list = argv[++i];
         else {
             fprintf(stderr, "usage: bench_index [--sizes N,N] [--dim D] [--queries Q] "
                             "[--types exact,exact-int8,ivf,hnsw] [--quick] [--hnsw-m M] "
-                            "[--ef-search E,E] [--nprobe P,P]\n");
+                            "[--ef-construction C,C] [--ef-search E,E] [--nprobe P,P]\n");
             return 2;
         }
     }
@@ -127,8 +134,9 @@ int main(int argc, char **argv)
         float *x = malloc((size_t)n * (size_t)dim * sizeof *x);
         float *q = malloc((size_t)nq * (size_t)dim * sizeof *q);
         int64_t *truth = malloc((size_t)nq * K * sizeof *truth);
+        float *truth10 = malloc((size_t)nq * sizeof *truth10); /* exact 10th best score */
         double *lat = malloc((size_t)nq * sizeof *lat);
-        if (!x || !q || !truth || !lat) {
+        if (!x || !q || !truth || !truth10 || !lat) {
             fprintf(stderr, "bench_index: out of memory for %lld items\n", (long long)n);
             return 1;
         }
@@ -157,72 +165,85 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_index: %s skipped (built without FAISS)\n", tv);
                 continue;
             }
-            tm_index_build_params p = tm_index_build_default_params();
-            p.type = t;
-            if (t == TM_INDEX_HNSW && hnsw_m) p.hnsw_m = hnsw_m;
-            tm_index *idx = NULL;
-            double t0 = tm_time_s();
-            if (tm_index_from_vectors(&idx, x, n, dim, TM_MODALITY_IMAGE, &p)) {
-                fprintf(stderr, "bench_index: %s at %lld: %s\n", tv, (long long)n, tm_last_error());
-                rc = 1;
-                continue;
-            }
-            double build_s = tm_time_s() - t0;
-            /* the query-time settings to try on this index: 0 = its own */
-            char sweep[256];
-            snprintf(sweep, sizeof sweep, "%s",
-                     t == TM_INDEX_HNSW  ? ef_list
-                     : t == TM_INDEX_IVF ? nprobe_list
-                                         : "");
-            if (!sweep[0]) snprintf(sweep, sizeof sweep, "0");
-            for (char *save2 = NULL, *sv2 = strtok_r(sweep, ",", &save2); sv2;
-                 sv2 = strtok_r(NULL, ",", &save2)) {
-                int setting = atoi(sv2);
-                if (setting > 0 && tm_index_set_search(idx, t == TM_INDEX_IVF ? setting : 0,
-                                                       t == TM_INDEX_HNSW ? setting : 0)) {
-                    fprintf(stderr, "bench_index: %s\n", tm_last_error());
-                    return 2;
+            /* hnsw: one build per ef_construction; other types: one build */
+            char efcs[256];
+            snprintf(efcs, sizeof efcs, "%s", t == TM_INDEX_HNSW ? efc_list : "0");
+            for (char *save3 = NULL, *cv = strtok_r(efcs, ",", &save3); cv;
+                 cv = strtok_r(NULL, ",", &save3)) {
+                tm_index_build_params p = tm_index_build_default_params();
+                p.type = t;
+                if (t == TM_INDEX_HNSW && hnsw_m) p.hnsw_m = hnsw_m;
+                if (t == TM_INDEX_HNSW) p.ef_construction = atoi(cv);
+                tm_index *idx = NULL;
+                double t0 = tm_time_s();
+                if (tm_index_from_vectors(&idx, x, n, dim, TM_MODALITY_IMAGE, &p)) {
+                    fprintf(stderr, "bench_index: %s at %lld: %s\n", tv, (long long)n,
+                            tm_last_error());
+                    rc = 1;
+                    continue;
                 }
-                int64_t found = 0;
-                for (int i = 0; i < nq; i++) {
-                    tm_search_hit h[K];
-                    int nh = 0;
-                    double a = tm_time_s();
-                    if (tm_index_search(idx, q + (int64_t)i * dim, 0, K, h, &nh)) {
+                double build_s = tm_time_s() - t0;
+                /* the query-time settings to try on this index: 0 = its own */
+                char sweep[256];
+                snprintf(sweep, sizeof sweep, "%s",
+                         t == TM_INDEX_HNSW  ? ef_list
+                         : t == TM_INDEX_IVF ? nprobe_list
+                                             : "");
+                if (!sweep[0]) snprintf(sweep, sizeof sweep, "0");
+                for (char *save2 = NULL, *sv2 = strtok_r(sweep, ",", &save2); sv2;
+                     sv2 = strtok_r(NULL, ",", &save2)) {
+                    int setting = atoi(sv2);
+                    if (setting > 0 && tm_index_set_search(idx, t == TM_INDEX_IVF ? setting : 0,
+                                                           t == TM_INDEX_HNSW ? setting : 0)) {
                         fprintf(stderr, "bench_index: %s\n", tm_last_error());
-                        return 1;
+                        return 2;
                     }
-                    lat[i] = (tm_time_s() - a) * 1e3;
-                    for (int j = 0; j < nh; j++) {
-                        if (t == TM_INDEX_EXACT) {
-                            truth[i * K + j] = h[j].item;
-                            found++;
-                            continue;
+                    int64_t found = 0, found_score = 0;
+                    for (int i = 0; i < nq; i++) {
+                        tm_search_hit h[K];
+                        int nh = 0;
+                        double a = tm_time_s();
+                        if (tm_index_search(idx, q + (int64_t)i * dim, 0, K, h, &nh)) {
+                            fprintf(stderr, "bench_index: %s\n", tm_last_error());
+                            return 1;
                         }
-                        for (int r = 0; r < K; r++)
-                            if (truth[i * K + r] == h[j].item) {
+                        lat[i] = (tm_time_s() - a) * 1e3;
+                        if (t == TM_INDEX_EXACT) truth10[i] = nh > 0 ? h[nh - 1].score : -2.0f;
+                        for (int j = 0; j < nh; j++) {
+                            if (h[j].score >= truth10[i] - 1e-5f) found_score++;
+                            if (t == TM_INDEX_EXACT) {
+                                truth[i * K + j] = h[j].item;
                                 found++;
-                                break;
+                                continue;
                             }
+                            for (int r = 0; r < K; r++)
+                                if (truth[i * K + r] == h[j].item) {
+                                    found++;
+                                    break;
+                                }
+                        }
                     }
+                    qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
+                    tm_index_build_params ip = tm_index_params(idx);
+                    printf("{\"bench\":\"index\",\"type\":\"%s\",\"items\":%lld,\"dim\":%d,"
+                           "\"data\":\"synthetic-clustered\",\"queries\":%d,\"build_s\":%.3f,"
+                           "\"query_ms_p50\":%.4f,\"query_ms_p95\":%.4f,\"recall_at_10\":%.4f,"
+                           "\"recall_at_10_score\":%.4f,"
+                           "\"nlist\":%d,\"nprobe\":%d,\"hnsw_m\":%d,\"ef_search\":%d,"
+                           "\"ef_construction\":%d,\"threads\":%d,\"peak_rss_mb\":%.0f}\n",
+                           tv, (long long)n, dim, nq, build_s, lat[nq / 2],
+                           lat[(int)(0.95 * (nq - 1))], (double)found / ((double)nq * K),
+                           (double)found_score / ((double)nq * K), ip.nlist, ip.nprobe, ip.hnsw_m,
+                           ip.ef_search, ip.ef_construction, tm_get_num_threads(), peak_rss_mb());
+                    fflush(stdout);
                 }
-                qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
-                tm_index_build_params ip = tm_index_params(idx);
-                printf("{\"bench\":\"index\",\"type\":\"%s\",\"items\":%lld,\"dim\":%d,"
-                       "\"data\":\"synthetic-clustered\",\"queries\":%d,\"build_s\":%.3f,"
-                       "\"query_ms_p50\":%.4f,\"query_ms_p95\":%.4f,\"recall_at_10\":%.4f,"
-                       "\"nlist\":%d,\"nprobe\":%d,\"hnsw_m\":%d,\"ef_search\":%d,\"threads\":%d,"
-                       "\"peak_rss_mb\":%.0f}\n",
-                       tv, (long long)n, dim, nq, build_s, lat[nq / 2], lat[(int)(0.95 * (nq - 1))],
-                       (double)found / ((double)nq * K), ip.nlist, ip.nprobe, ip.hnsw_m,
-                       ip.ef_search, tm_get_num_threads(), peak_rss_mb());
-                fflush(stdout);
+                tm_index_free(idx);
             }
-            tm_index_free(idx);
         }
         free(x);
         free(q);
         free(truth);
+        free(truth10);
         free(lat);
     }
     return rc;

@@ -9,9 +9,13 @@
 #   CI-sized run of a few minutes); INDEX_1M=0 leaves out the 10^6 case
 #   (about 0.6 GB of vectors; exact-int8 and ivf, 100 queries);
 #   INDEX_HNSW_1M=1 adds hnsw at 10^6 (its build takes many CPU-minutes:
-#   about 25 minutes on 2 loaded cores with M 16), built with
-#   M = INDEX_HNSW_1M_M (16; efConstruction stays 40) and searched at
-#   ef_search 64, 128 and 256 (INDEX_HNSW_1M_EF) on the one build.
+#   about 40 minutes on 2 loaded cores with M 16 and efConstruction 40),
+#   built with M = INDEX_HNSW_1M_M (16) and efConstruction =
+#   INDEX_HNSW_1M_EFC (40; 200 builds about 5x slower) and searched at
+#   ef_search 16, 64 and 256 (INDEX_HNSW_1M_EF) on the one build.
+#   INDEX_HNSW_EFC=1 adds the efConstruction comparison of docs/search.md:
+#   hnsw at 10^4 and 10^5 built with efConstruction 40 and 200, each
+#   searched at ef_search 16, 64, 256 twice (interleaved).
 # stdout: one JSON object per size and type ({"bench":"index", ...}).
 set -uo pipefail
 BUILD=${1:-${TM_BUILD:-build}}
@@ -25,10 +29,14 @@ if [ "${INDEX_QUICK:-0}" = 1 ]; then
 fi
 rc=0
 "$BENCH" --sizes 10000,100000 --queries 200 || rc=1
+if [ "${INDEX_HNSW_EFC:-0}" = 1 ]; then
+  "$BENCH" --sizes 10000,100000 --types hnsw --queries 200 --ef-construction 40,200 \
+    --ef-search 16,64,256,16,64,256 || rc=1
+fi
 if [ "${INDEX_1M:-1}" = 1 ]; then
   types=exact-int8,ivf
   if [ "${INDEX_HNSW_1M:-0}" = 1 ]; then types=$types,hnsw; fi
   "$BENCH" --sizes 1000000 --types "$types" --queries 100 --hnsw-m "${INDEX_HNSW_1M_M:-16}" \
-    --ef-search "${INDEX_HNSW_1M_EF:-64,128,256}" || rc=1
+    --ef-construction "${INDEX_HNSW_1M_EFC:-40}" --ef-search "${INDEX_HNSW_1M_EF:-16,64,256}" || rc=1
 fi
 exit $rc

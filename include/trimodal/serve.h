@@ -169,7 +169,8 @@ const char *tm_session_fingerprint(tm_session *s);
  * "dim", "count", "modalities" and "items" (a JSON array of
  * {"id", "text", "image", "audio"} as in the manifest, text cut at 200
  * bytes). Since index types (docs/search.md) the metadata also holds
- * "type" (absent: exact), "nlist", "nprobe", "hnsw_m", "ef_search", and
+ * "type" (absent: exact), "nlist", "nprobe", "hnsw_m", "ef_search",
+ * "ef_construction" (hnsw; absent in older files: 40), and
  * exact-int8 stores "emb8.<m>" I8 + "scale.<m>" F32, ivf and hnsw
  * "faiss.<m>" I8 (FAISS's serialisation) instead of "emb.<m>". */
 typedef struct tm_index tm_index;
@@ -206,10 +207,14 @@ typedef struct {
     /* The index type (docs/search.md); the settings below are 0 for their
      * defaults and ignored by the types they do not concern. */
     tm_index_type type;
-    int nlist;     /* IVF lists; 0: sqrt(rows), at most rows */
-    int nprobe;    /* IVF lists searched per query; 0: nlist / 8, at least 8 */
-    int hnsw_m;    /* HNSW links per node; 0: 32 */
-    int ef_search; /* HNSW candidates kept while searching; 0: 64 */
+    int nlist;           /* IVF lists; 0: sqrt(rows), at most rows */
+    int nprobe;          /* IVF lists searched per query; 0: nlist / 8, at least 8 */
+    int hnsw_m;          /* HNSW links per node; 0: 32 */
+    int ef_search;       /* HNSW candidates kept while searching; 0: 64 */
+    int ef_construction; /* HNSW candidates kept while building the graph,
+                            1..65536; 0: 40. Larger: a better-linked graph
+                            (higher recall at every ef_search), a slower
+                            build (about linear in it) */
 } tm_index_build_params;
 
 tm_index_build_params tm_index_build_default_params(void);
@@ -242,7 +247,8 @@ const char *tm_index_fingerprint(const tm_index *idx);
  * key: "id", "text", "image", "audio". */
 const char *tm_index_item(const tm_index *idx, int64_t i, const char *key);
 /* The type and search settings of idx (split and progress NULL): nlist
- * and nprobe for ivf, hnsw_m and ef_search for hnsw, 0 otherwise. */
+ * and nprobe for ivf, hnsw_m, ef_search and ef_construction for hnsw, 0
+ * otherwise. */
 tm_index_build_params tm_index_params(const tm_index *idx);
 /* Changes the search settings of an ivf (nprobe, 1..nlist) or hnsw
  * (ef_search, 1..65536) index; 0 keeps one. Call it before sharing idx

@@ -112,6 +112,7 @@ const char *check_hnsw(const faiss::IndexHNSWFlat *h, int64_t dim, int64_t n)
             return "HNSW offsets are malformed";
     }
     if (g.offsets[n] != g.neighbors.size()) return "HNSW neighbour table of the wrong size";
+    if (g.efConstruction < 1 || g.efConstruction > 65536) return "HNSW efConstruction out of range";
     for (faiss::HNSW::storage_idx_t v : g.neighbors)
         if (v < -1 || v >= n) return "HNSW neighbour out of range";
     if (n > 0) {
@@ -157,6 +158,9 @@ int tm_faiss_build(tm_faiss **out, const tm_faiss_build_params *p, int64_t dim, 
             if (p->hnsw_m < 2 || p->hnsw_m > 256)
                 return fail(err, errn, TM_FAISS_INVALID, "faiss build: HNSW M must be 2..256",
                             nullptr);
+            if (p->ef_construction < 0 || p->ef_construction > 65536)
+                return fail(err, errn, TM_FAISS_INVALID,
+                            "faiss build: HNSW efConstruction must be 1..65536", nullptr);
             auto *h = new faiss::IndexHNSWFlat(dim, p->hnsw_m, faiss::METRIC_INNER_PRODUCT);
             index.reset(h);
             h->hnsw.efConstruction = p->ef_construction > 0 ? p->ef_construction : 40;
@@ -195,8 +199,25 @@ int tm_faiss_search(const tm_faiss *f, const float *query, int k, int nprobe, in
             sp.nprobe = (size_t)(nprobe > 0 ? nprobe : 1);
             f->index->search(1, query, k, scores, I.data(), &sp);
         } else {
+            // FAISS 1.7.3 searches with max(hnsw.efSearch, k) candidates
+            // whatever SearchParametersHNSW says (a per-call efSearch can
+            // only lower it): the graph's own efSearch is the setting, set
+            // by tm_faiss_set_ef_search before the index is shared. The
+            // parameters carry the same value for FAISS versions that
+            // honour them.
+            auto *h = dynamic_cast<const faiss::IndexHNSW *>(f->index);
+            if (!h)
+                return fail(err, errn, TM_FAISS_INVALID, "faiss search: not an HNSW index",
+                            nullptr);
+            if (ef_search != h->hnsw.efSearch) {
+                std::snprintf(err, errn,
+                              "faiss search: ef_search %d was not set on the index (it holds "
+                              "%d; call tm_faiss_set_ef_search first)",
+                              ef_search, h->hnsw.efSearch);
+                return TM_FAISS_INVALID;
+            }
             faiss::SearchParametersHNSW sp;
-            sp.efSearch = ef_search > k ? ef_search : k;
+            sp.efSearch = h->hnsw.efSearch;
             f->index->search(1, query, k, scores, I.data(), &sp);
         }
         for (int i = 0; i < k; i++)
@@ -283,6 +304,21 @@ int tm_faiss_hnsw_m(const tm_faiss *f)
 {
     auto *h = f ? dynamic_cast<const faiss::IndexHNSW *>(f->index) : nullptr;
     return h ? h->hnsw.nb_neighbors(1) : 0;
+}
+
+int tm_faiss_set_ef_search(tm_faiss *f, int ef_search, char *err, size_t errn)
+{
+    if (!f || ef_search < 1 || ef_search > 65536)
+        return fail(err, errn, TM_FAISS_INVALID, "faiss: ef_search must be 1..65536", nullptr);
+    auto *h = dynamic_cast<faiss::IndexHNSW *>(f->index);
+    if (h) h->hnsw.efSearch = ef_search;
+    return TM_FAISS_OK;
+}
+
+int tm_faiss_hnsw_ef_construction(const tm_faiss *f)
+{
+    auto *h = f ? dynamic_cast<const faiss::IndexHNSW *>(f->index) : nullptr;
+    return h ? h->hnsw.efConstruction : 0;
 }
 
 void tm_faiss_free(tm_faiss *f)

@@ -47,8 +47,12 @@ typedef struct {
 int tm_faiss_build(tm_faiss **out, const tm_faiss_build_params *p, int64_t dim, int64_t n,
                    const float *x, char *err, size_t errn);
 /* The k best rows (inner product) of one query (dim): labels[k] (-1 when
- * fewer) and scores[k], best first. nprobe (IVF) and ef_search (HNSW) are
- * this call's settings. */
+ * fewer) and scores[k], best first. nprobe (IVF) is this call's setting.
+ * ef_search (HNSW) must be the value last given to tm_faiss_set_ef_search:
+ * FAISS 1.7.3's HNSW search reads the graph's own efSearch and lets the
+ * per-call SearchParametersHNSW only lower it (measured: a per-call 512
+ * searched as 16), so the shim keeps the two equal and the call's value is
+ * only checked. */
 int tm_faiss_search(const tm_faiss *f, const float *query, int k, int nprobe, int ef_search,
                     int64_t *labels, float *scores, char *err, size_t errn);
 /* FAISS's own serialisation into *buf (malloc'ed, *len bytes). */
@@ -58,9 +62,14 @@ int tm_faiss_serialize(const tm_faiss *f, unsigned char **buf, size_t *len, char
  * and inner product, and that its lists or graph only name rows 0..n-1. */
 int tm_faiss_deserialize(tm_faiss **out, int kind, int64_t dim, int64_t n, const void *buf,
                          size_t len, char *err, size_t errn);
-/* The settings the index was built with (IVF lists, HNSW links). */
+/* Sets an HNSW index's ef_search (1..65536) for the searches that follow;
+ * not thread-safe: call it before sharing f. IVF indexes ignore it. */
+int tm_faiss_set_ef_search(tm_faiss *f, int ef_search, char *err, size_t errn);
+/* The settings the index was built with (IVF lists, HNSW links and
+ * efConstruction; 0 for another kind). */
 int tm_faiss_nlist(const tm_faiss *f);
 int tm_faiss_hnsw_m(const tm_faiss *f);
+int tm_faiss_hnsw_ef_construction(const tm_faiss *f);
 void tm_faiss_free(tm_faiss *f); /* NULL is harmless */
 
 #else /* built without FAISS: every entry point says so */
@@ -109,6 +118,16 @@ static inline int tm_faiss_nlist(const tm_faiss *f)
     return 0;
 }
 static inline int tm_faiss_hnsw_m(const tm_faiss *f)
+{
+    (void)f;
+    return 0;
+}
+static inline int tm_faiss_set_ef_search(tm_faiss *f, int ef_search, char *err, size_t errn)
+{
+    (void)f, (void)ef_search;
+    return tm_faiss_absent_(err, errn);
+}
+static inline int tm_faiss_hnsw_ef_construction(const tm_faiss *f)
 {
     (void)f;
     return 0;

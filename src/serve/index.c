@@ -31,7 +31,7 @@ struct tm_index {
     char fingerprint[17];
     tm_safetensors *st; /* a loaded index maps its file */
     tm_index_type type;
-    int nlist, nprobe, hnsw_m, ef_search; /* ivf, hnsw settings */
+    int nlist, nprobe, hnsw_m, ef_search, ef_construction; /* ivf, hnsw settings */
     int8_t *q8[SLOTS];    /* exact-int8: (rows, dim); owned when st is NULL */
     float *scale[SLOTS];  /* exact-int8: (rows), row r is q8[r] * scale[r] */
     tm_faiss *fx[SLOTS];  /* ivf, hnsw: FAISS's index of emb rows */
@@ -41,7 +41,7 @@ static const char *const type_name[TM_INDEX_TYPE_COUNT] = {"exact", "exact-int8"
 
 #define DEFAULT_HNSW_M 32
 #define DEFAULT_EF_SEARCH 64
-#define HNSW_EF_CONSTRUCTION 40
+#define DEFAULT_EF_CONSTRUCTION 40
 
 static const char *const field_key[4] = {"id", "text", "image", "audio"};
 
@@ -336,8 +336,12 @@ static tm_status resolve_params(tm_index *idx, const tm_index_build_params *p, i
     if (p->ef_search < 0 || p->ef_search > 65536)
         return tm_fail(TM_ERR_INVALID, "index: ef_search must be 1..65536 (0: 64), got %d",
                        p->ef_search);
+    if (p->ef_construction < 0 || p->ef_construction > 65536)
+        return tm_fail(TM_ERR_INVALID,
+                       "index: the HNSW ef_construction must be 1..65536 (0: 40), got %d",
+                       p->ef_construction);
     idx->type = p->type;
-    idx->nlist = idx->nprobe = idx->hnsw_m = idx->ef_search = 0;
+    idx->nlist = idx->nprobe = idx->hnsw_m = idx->ef_search = idx->ef_construction = 0;
     if (p->type == TM_INDEX_IVF) {
         int64_t nl = p->nlist ? p->nlist : (int64_t)(sqrt((double)rows) + 0.5);
         idx->nlist = (int)(nl < 1 ? 1 : nl > rows ? rows : nl);
@@ -346,6 +350,7 @@ static tm_status resolve_params(tm_index *idx, const tm_index_build_params *p, i
     } else if (p->type == TM_INDEX_HNSW) {
         idx->hnsw_m = p->hnsw_m ? p->hnsw_m : DEFAULT_HNSW_M;
         idx->ef_search = p->ef_search ? p->ef_search : DEFAULT_EF_SEARCH;
+        idx->ef_construction = p->ef_construction ? p->ef_construction : DEFAULT_EF_CONSTRUCTION;
     }
     return TM_OK;
 }
@@ -392,10 +397,12 @@ static tm_status index_finish(tm_index *idx, const tm_index_build_params *p)
             fp.kind = idx->type == TM_INDEX_IVF ? TM_FAISS_IVF : TM_FAISS_HNSW;
             fp.nlist = idx->nlist < n ? idx->nlist : (int)n;
             fp.hnsw_m = idx->hnsw_m;
-            fp.ef_construction = HNSW_EF_CONSTRUCTION;
+            fp.ef_construction = idx->ef_construction;
             fp.threads = tm_get_num_threads();
             char err[512];
             int code = tm_faiss_build(&idx->fx[k], &fp, dim, n, idx->emb[k], err, sizeof err);
+            if (!code && idx->type == TM_INDEX_HNSW)
+                code = tm_faiss_set_ef_search(idx->fx[k], idx->ef_search, err, sizeof err);
             if (code) {
                 st = faiss_status(code, "index build", err);
                 break;
@@ -459,6 +466,7 @@ tm_index_build_params tm_index_params(const tm_index *idx)
     p.nprobe = idx->nprobe;
     p.hnsw_m = idx->hnsw_m;
     p.ef_search = idx->ef_search;
+    p.ef_construction = idx->ef_construction;
     return p;
 }
 
@@ -471,7 +479,15 @@ tm_status tm_index_set_search(tm_index *idx, int nprobe, int ef_search)
     if (ef_search < 0 || ef_search > 65536)
         return tm_fail(TM_ERR_INVALID, "ef_search must be 1..65536, got %d", ef_search);
     if (idx->type == TM_INDEX_IVF && nprobe) idx->nprobe = nprobe;
-    if (idx->type == TM_INDEX_HNSW && ef_search) idx->ef_search = ef_search;
+    if (idx->type == TM_INDEX_HNSW && ef_search) {
+        /* FAISS 1.7.3 searches with the graph's own efSearch (faiss_shim.h) */
+        for (int k = 0; k < SLOTS; k++) {
+            char err[512];
+            if (idx->fx[k] && tm_faiss_set_ef_search(idx->fx[k], ef_search, err, sizeof err))
+                return faiss_status(TM_FAISS_INVALID, "index_set_search", err);
+        }
+        idx->ef_search = ef_search;
+    }
     return TM_OK;
 }
 
@@ -567,18 +583,19 @@ tm_status tm_index_save(const tm_index *idx, const char *path)
             if (mods[0]) strcat(mods, ",");
             strcat(mods, slot_name[k]);
         }
-    char nlist[16], nprobe[16], hnsw_m[16], ef[16];
+    char nlist[16], nprobe[16], hnsw_m[16], ef[16], efc[16];
     snprintf(nlist, sizeof nlist, "%d", idx->nlist);
     snprintf(nprobe, sizeof nprobe, "%d", idx->nprobe);
     snprintf(hnsw_m, sizeof hnsw_m, "%d", idx->hnsw_m);
     snprintf(ef, sizeof ef, "%d", idx->ef_search);
+    snprintf(efc, sizeof efc, "%d", idx->ef_construction);
     const char *keys[] = {"format", "version", "model",  "fingerprint", "dim",
                           "count",  "modalities", "items", "type", "nlist",
-                          "nprobe", "hnsw_m",  "ef_search"};
+                          "nprobe", "hnsw_m",  "ef_search", "ef_construction"};
     const char *vals[] = {"trimodal-index", "1",    idx->model,  idx->fingerprint,
                           dim,              count,  mods,        items_text,
-                          tm_index_type_name(idx->type), nlist, nprobe, hnsw_m, ef};
-    if (!st) st = tm_safetensors_write(path, nt, n, keys, vals, 13);
+                          tm_index_type_name(idx->type), nlist, nprobe, hnsw_m, ef, efc};
+    if (!st) st = tm_safetensors_write(path, nt, n, keys, vals, 14);
     free(items_text);
     for (int k = 0; k < SLOTS; k++)
         free(blob[k]);
@@ -642,6 +659,16 @@ tm_status tm_index_load(tm_index **out, const char *path)
     if (!st && type == TM_INDEX_HNSW && (set[2] < 2 || set[2] > 256 || set[3] < 1 || set[3] > 65536))
         st = tm_fail(TM_ERR_FORMAT, "%s: an hnsw index needs hnsw_m 2..256, ef_search 1..65536",
                      path);
+    /* ef_construction: hnsw files from before it was a setting lack it
+     * (they were built with 40) */
+    int64_t efc = 0;
+    const char *efc_text = tm_safetensors_metadata(st_file, "ef_construction");
+    if (!st && efc_text && !parse_count(efc_text, 1 << 22, &efc))
+        st = tm_fail(TM_ERR_FORMAT, "%s: bad \"ef_construction\" in the metadata", path);
+    if (!st && type == TM_INDEX_HNSW && !efc_text) efc = DEFAULT_EF_CONSTRUCTION;
+    if (!st && type == TM_INDEX_HNSW && (efc < 1 || efc > 65536))
+        st = tm_fail(TM_ERR_FORMAT, "%s: an hnsw index needs ef_construction 1..65536, got %lld",
+                     path, (long long)efc);
     if (!st && (type == TM_INDEX_IVF || type == TM_INDEX_HNSW)) {
         if (!tm_safetensors_checksum(st_file))
             /* FAISS trusts its own bytes: read them only from a file whose
@@ -664,6 +691,7 @@ tm_status tm_index_load(tm_index **out, const char *path)
     idx->nprobe = (int)set[1];
     idx->hnsw_m = (int)set[2];
     idx->ef_search = (int)set[3];
+    idx->ef_construction = type == TM_INDEX_HNSW ? (int)efc : 0;
     const char *model = tm_safetensors_metadata(st_file, "model");
     const char *fp = tm_safetensors_metadata(st_file, "fingerprint");
     snprintf(idx->model, sizeof idx->model, "%s", model ? model : "");
@@ -762,10 +790,21 @@ tm_status tm_index_load(tm_index **out, const char *path)
             int code = tm_faiss_deserialize(&idx->fx[k],
                                             type == TM_INDEX_IVF ? TM_FAISS_IVF : TM_FAISS_HNSW,
                                             dim, rows, e.data, (size_t)e.shape[0], err, sizeof err);
+            if (!code && type == TM_INDEX_HNSW)
+                code = tm_faiss_set_ef_search(idx->fx[k], idx->ef_search, err, sizeof err);
             if (code) {
                 st = tm_fail(code == TM_FAISS_NOMEM ? TM_ERR_NOMEM : TM_ERR_FORMAT,
                              "%s: %s: %s (rebuild the index with trimodal search build)", path,
                              en, err);
+                break;
+            }
+            if (type == TM_INDEX_HNSW &&
+                tm_faiss_hnsw_ef_construction(idx->fx[k]) != idx->ef_construction) {
+                st = tm_fail(TM_ERR_FORMAT,
+                             "%s: %s was built with ef_construction %d but the metadata says %d "
+                             "(rebuild the index with trimodal search build)",
+                             path, en, tm_faiss_hnsw_ef_construction(idx->fx[k]),
+                             idx->ef_construction);
                 break;
             }
         }
