@@ -43,7 +43,7 @@ elif [ "$QUICK" = 1 ]; then
 else
   DATA=$DIR/fashion-tri
   LIMIT=()
-  STEPS=(3000 250 50 500)
+  STEPS=(2400 200 50 400)
   RUN=$DIR/run
 fi
 
