@@ -42,16 +42,18 @@ static void maxpool2x2_plane(const float *x, float *o, int32_t *am, int64_t W, i
         const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
         for (int64_t ow = 0; ow < Wo; ow++) {
             const int64_t j = 2 * ow;
-            const float v[4] = {r0[j], r0[j + 1], r1[j], r1[j + 1]};
-            const int64_t at[4] = {2 * oh * W + j, 2 * oh * W + j + 1, (2 * oh + 1) * W + j,
-                                   (2 * oh + 1) * W + j + 1};
-            int k = v[0] != v[0] ? 4 : 0, b = 0;
-            for (int q = 1; q < 4 && k < 4; q++) {
-                if (v[q] > v[b]) b = q;
-                if (v[q] != v[q]) b = q, k = 4;
-            }
+            const float v[4] = {r0[j], r0[j + 1], r1[j], r1[j + 1]}; /* row-major */
+            int b = 0;
+            if (v[0] == v[0])
+                for (int q = 1; q < 4; q++) {
+                    if (v[q] != v[q]) {
+                        b = q;
+                        break;
+                    }
+                    if (v[q] > v[b]) b = q;
+                }
             o[oh * Wo + ow] = v[b];
-            am[oh * Wo + ow] = (int32_t)at[b];
+            am[oh * Wo + ow] = (int32_t)((2 * oh + (b >> 1)) * W + j + (b & 1));
         }
     }
 }
