@@ -3,6 +3,7 @@
 # check NAME EXPECTED_STATUS COMMAND...  runs COMMAND, keeps stdout+stderr in
 #                                        $out, counts a pass when it exits so
 # contains NAME TEXT                     counts a pass when $out holds TEXT
+# same NAME A B                          counts a pass when the strings A and B are equal
 # The caller ends with its summary line and `[ "$fail" -eq 0 ]`.
 pass=0 fail=0
 check() {
@@ -12,4 +13,7 @@ check() {
 }
 contains() {
   if grep -q -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: no '$2' in: $out"; fi
+}
+same() {
+  if [ "$2" == "$3" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: '${2:0:300}' != '${3:0:300}'"; fi
 }

@@ -10,9 +10,6 @@ set -uo pipefail
 bin=${TM_BUILD_DIR:?}/bin/trimodal
 src=${TM_SOURCE_DIR:?}
 . "$src/tests/lib.sh"
-same() { # same NAME A B: two strings are equal
-  if [ "$2" == "$3" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: '${2:0:300}' != '${3:0:300}'"; fi
-}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 unset TRIMODAL_KEY TRIMODAL_KEY_FILE TRIMODAL_LIMITS
 . "$src/tests/eval/eval_fixture.sh"

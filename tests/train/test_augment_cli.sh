@@ -58,7 +58,7 @@ val() { grep '"type":"val"' "$tmp/$1/metrics.jsonl" | grep -o '"loss":[^,]*' | t
 train_losses() {
   grep '"type":"train"' "$tmp/$1/metrics.jsonl" | grep -o '"step":[0-9]*\|"loss":[^,]*' | tr '\n' ' '
 }
-same() { # same NAME A B
+same_nonempty() { # same_nonempty NAME A B: A is not empty and equals B
   if [ -n "$2" ] && [ "$2" = "$3" ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL $1: '$2' != '$3'"; fi
 }
 differ() { # differ NAME A B
@@ -70,10 +70,10 @@ train on 2 "$ALL"
 train on-w1 1 "$ALL"
 differ on-vs-off "$(loss 1 on)" "$(loss 1 off)"
 # the same seed: the same losses, with 1 worker or 2
-same same-seed "$(train_losses on)" "$(train_losses on-w1)"
+same_nonempty same-seed "$(train_losses on)" "$(train_losses on-w1)"
 # validation (rows 16-23, after each stage) is never augmented: the same
 # weights, the same losses
-same val-not-augmented "$(val on)" "$(val off)"
+same_nonempty val-not-augmented "$(val on)" "$(val off)"
 # a stage's object replaces the run's; null turns augmentation off. Each
 # modality's augmentation on its own changes what the model sees.
 train mix 2 "$ALL" "{\"augment\": $IMAGE}" "{\"augment\": $AUDIO}" "{\"augment\": $TEXT}" \
@@ -84,7 +84,7 @@ differ audio-only "$(loss 2 mix)" "$(loss 2 off)"
 differ audio-only-not-all "$(loss 2 mix)" "$(loss 2 on)"
 differ text-only "$(loss 3 mix)" "$(loss 3 off)"
 differ text-only-not-all "$(loss 3 mix)" "$(loss 3 on)"
-same stage-null "$(loss 4 mix)" "$(loss 4 off)"
+same_nonempty stage-null "$(loss 4 mix)" "$(loss 4 off)"
 differ stage-null-not-all "$(loss 4 mix)" "$(loss 4 on)"
 differ wave-only "$(loss 5 mix)" "$(loss 5 off)"
 differ wave-only-not-all "$(loss 5 mix)" "$(loss 5 on)"
@@ -97,7 +97,7 @@ check rerun 0 "$bin" train --config "$tmp/mix/run.json" --out "$tmp/rerun" --pro
   --max-steps 3
 check resume 0 "$bin" train --config "$tmp/mix/run.json" --out "$tmp/rerun" --progress none --no-plots \
   --resume
-same rerun-losses "$(train_losses mix)" "$(train_losses rerun)"
+same_nonempty rerun-losses "$(train_losses mix)" "$(train_losses rerun)"
 
 # bad values fail before training, naming the key
 config bad1 2 '{"image": {"flip": 2}}'
