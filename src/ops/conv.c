@@ -4,7 +4,8 @@
  * through im2col.
  *
  * Images go in chunks of `nc`, a function of the sizes only (never of the
- * thread count). With K = Cin*KH*KW and P = Ho*Wo, a chunk's col matrix is
+ * thread count) and a target size (CONV_CHUNK_FLOATS). With K = Cin*KH*KW
+ * and P = Ho*Wo, a chunk's col matrix is
  * (K, nc*P): column j*P + p holds the receptive field of output pixel p of
  * the chunk's image j. Then
  *   forward   y (Cout, nc*P)  = w (Cout, K) col        -> out (+ bias)
@@ -12,9 +13,9 @@
  *             dcol (K, nc*P)  = w^T g                  -> col2im into dx
  * where g is the chunk's dout regathered as (Cout, nc*P). One GEMM per
  * chunk instead of one per image: for bench-small's Conv1d on 100 frames
- * at batch 32 that is N = 3200 wide instead of 32 GEMMs 100 wide (w packed
- * once, not 32 times), and dw's reduction over images happens inside the
- * GEMM's fixed-order K loop. When w is small next to an image's columns
+ * at batch 32 that is four GEMMs 400 wide instead of 32 GEMMs 100 wide (w
+ * packed 4 times, not 32), and dw's reduction over a chunk's images happens
+ * inside the GEMM's fixed-order K loop. When w is small next to an image's columns
  * (K <= P, as for the 4x4 patch embedding), the forward instead runs one
  * batched GEMM per image straight into out, saving the scatter of y.
  *
@@ -32,9 +33,11 @@
 
 #include "trimodal/ops.h"
 
-/* Target size of one chunk's work, in floats (16 MiB): large enough that
- * bench-small's convolutions take the whole batch in one chunk. */
-#define CONV_CHUNK_FLOATS ((int64_t)1 << 22)
+/* Target size of one chunk's work, in floats (2 MiB): small enough that
+ * the col matrix a chunk's GEMM streams through stays in the caches. Cut
+ * from 16 MiB, the demo CNN's 3x3 convolutions at batch 128 run 1.15-1.4x
+ * faster forward and 1.03-1.24x backward (docs/performance.md). */
+#define CONV_CHUNK_FLOATS ((int64_t)1 << 19)
 /* ------------------------------------------------------------- geometry */
 
 typedef struct {

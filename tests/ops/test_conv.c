@@ -382,9 +382,13 @@ static void test_thread_identity(void)
  * the batch only up to the chunk size. */
 static void test_work_size(void)
 {
-    /* Audio Conv1d(256,256,k3,s2,p1), batch 32: one chunk. */
+    /* Audio Conv1d(256,256,k3,s2,p1), batch 32: 51,200 floats an image,
+     * four chunks of eight images under the 2^19-float target. */
     CHECK(tm_conv2d_work_floats(32, 256, 1, 100, 256, 1, 3, 1, 2, 0, 1) ==
-          (size_t)32 * 50 * (768 + 256));
+          (size_t)8 * 50 * (768 + 256));
+    /* One image over the target is a chunk of its own. */
+    CHECK(tm_conv2d_work_floats(3, 256, 64, 64, 256, 3, 3, 1, 1, 1, 1) ==
+          (size_t)64 * 64 * (2304 + 256));
     CHECK(tm_conv2d_work_floats(1, 1, 32, 32, 256, 4, 4, 4, 4, 0, 0) == (size_t)64 * 272);
     /* Empty output: no work. */
     CHECK(tm_conv2d_work_floats(1, 1, 2, 2, 1, 3, 3, 1, 1, 0, 0) == 0);
