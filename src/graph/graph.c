@@ -74,6 +74,8 @@ tm_graph *tm_graph_new(void)
 void tm_graph_free(tm_graph *g)
 {
     if (!g) return;
+    tm_prof_print(g);
+    tm_free(g->prof);
     tm_prepared_free_all(g);
     for (int i = 0; i < g->n; i++) {
         tm_free(g->nodes[i]->name);

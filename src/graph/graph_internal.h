@@ -63,6 +63,15 @@ typedef struct {
     int active; /* set by the planner: holds a node that needs a gradient */
 } tm_segment;
 
+/* Time spent per op (TRIMODAL_PROFILE set; printed by tm_graph_free). */
+typedef struct {
+    double fwd_s, bwd_s;
+    int64_t fwd_n, bwd_n;
+} tm_prof_row;
+
+/* Prints g->prof to stderr, largest first (tm_graph_free). */
+void tm_prof_print(const tm_graph *g);
+
 struct tm_graph {
     tm_node **nodes;
     int n, cap;
@@ -97,6 +106,7 @@ struct tm_graph {
     int n_prepared;         /* matmuls with n->prepared */
     size_t prepared_bytes;  /* held by the prepared weights and prep_work */
     void *prep_work;        /* int8: quantised activations of the largest one */
+    tm_prof_row *prof;      /* TRIMODAL_PROFILE: per op, [TM_OP_COUNT] = grad zeroing */
 };
 
 /* A matmul whose weight operand was prepared for inference (packed, int8,

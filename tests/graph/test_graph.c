@@ -1,8 +1,11 @@
 /* graph: finite-difference gradient checks of every op through the graph,
  * the memory plan, build errors, bad inputs at run time, thread-count
- * independence, dropout, gradient accumulation and frozen parameters. */
+ * independence, dropout, gradient accumulation and frozen parameters, and
+ * the TRIMODAL_PROFILE table. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "trimodal/graph.h"
@@ -474,8 +477,81 @@ static void test_bias_gradient(void)
     CHECK(memcmp(db[0], db[1], sizeof db[0]) == 0);
 }
 
+/* Builds loss = sum(gelu(x W) * G), runs `passes` forward and backward
+ * passes, frees the graph with stderr going to a file; returns what was
+ * printed (malloc'd) and W's gradient in dw. */
+static char *profiled_run(const char *env, int passes, float *dw)
+{
+    if (env) setenv("TRIMODAL_PROFILE", env, 1);
+    else unsetenv("TRIMODAL_PROFILE");
+    tm_graph *g = tm_graph_new();
+    tm_node *x = tm_input(g, "x", TM_F32, 2, (int64_t[]){8, 6});
+    tm_node *G = tm_input(g, "G", TM_F32, 2, (int64_t[]){8, 5});
+    tm_node *w = tm_param(g, "w", 2, (int64_t[]){6, 5});
+    tm_node *loss = tm_sum(g, tm_mul(g, tm_gelu(g, tm_matmul(g, x, w, 0, 0)), G), 0, NULL, 0);
+    CHECK_OK(tm_graph_compile(g, loss, TM_GRAPH_TRAIN));
+    test_fill_uniform(tm_node_data(g, x), 48, 1, -1, 1);
+    test_fill_uniform(tm_node_data(g, G), 40, 2, -1, 1);
+    test_fill_uniform(tm_node_data(g, w), 30, 3, -1, 1);
+    for (int i = 0; i < passes; i++) {
+        CHECK_OK(tm_graph_forward(g));
+        CHECK_OK(tm_graph_backward(g));
+    }
+    memcpy(dw, tm_node_grad(g, w), 30 * sizeof(float));
+    char path[] = "/tmp/tm_test_profile_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    tm_graph_free(g);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char *text = calloc(1, 4096);
+    ssize_t got = pread(fd, text, 4095, 0);
+    CHECK(got >= 0);
+    close(fd);
+    unlink(path);
+    unsetenv("TRIMODAL_PROFILE");
+    return text;
+}
+
+/* TRIMODAL_PROFILE=1: a table with each op kind that ran, its pass
+ * counts and the gradient zeroing; unset or "0": nothing. Profiling does
+ * not change any result. */
+static void test_profile(void)
+{
+    float dw[3][30];
+    char *on = profiled_run("1", 3, dw[0]);
+    char *off = profiled_run(NULL, 3, dw[1]);
+    char *zero = profiled_run("0", 3, dw[2]);
+    CHECK(strstr(on, "profile of a training graph") != NULL);
+    CHECK(strstr(on, "(grad zeroing)") != NULL);
+    const char *ops[] = {"matmul", "gelu", "mul", "sum"};
+    for (int i = 0; i < 4; i++) {
+        /* "\n  op  fwd_s  bwd_s  share%  3  3": three passes each way */
+        char key[32];
+        snprintf(key, sizeof key, "\n  %s ", ops[i]);
+        const char *row = strstr(on, key);
+        CHECK(row != NULL);
+        if (!row) continue;
+        char name[32];
+        double f, b, share;
+        long long nf = 0, nb = 0;
+        CHECK(sscanf(row, "%31s %lf %lf %lf%% %lld %lld", name, &f, &b, &share, &nf, &nb) == 6);
+        CHECK(nf == 3 && nb == 3);
+    }
+    CHECK(off[0] == 0);
+    CHECK(zero[0] == 0);
+    CHECK(memcmp(dw[0], dw[1], sizeof dw[0]) == 0);
+    CHECK(memcmp(dw[0], dw[2], sizeof dw[0]) == 0);
+    free(on), free(off), free(zero);
+}
+
 int main(void)
 {
+    test_profile();
     test_bias_gradient();
     test_shared_params();
     test_gradients();
