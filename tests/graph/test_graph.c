@@ -2,6 +2,7 @@
  * the memory plan, build errors, bad inputs at run time, thread-count
  * independence, dropout, gradient accumulation and frozen parameters, and
  * the TRIMODAL_PROFILE table. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,8 +550,61 @@ static void test_profile(void)
     free(on), free(off), free(zero);
 }
 
+/* Gradient buffers are reused from pass to pass and zeroed (on the pool)
+ * when their first contribution arrives: x -> scale -> gelu -> groupnorm
+ * -> relu -> maxpool -> sum(. * G), with x also feeding a second branch
+ * so that its own gradient accumulates. Every pass must give the same
+ * bits and match central differences; a buffer left unzeroed would add
+ * the last pass's values in. */
+static void test_repeated_gradients(void)
+{
+    tm_graph *g = tm_graph_new();
+    tm_node *x = tm_input(g, "x", TM_F32, 4, (int64_t[]){2, 4, 6, 6});
+    tm_node *G = tm_input(g, "G", TM_F32, 4, (int64_t[]){2, 4, 3, 3});
+    tm_node *w = tm_param(g, "w", 1, (int64_t[]){4});
+    tm_node *b = tm_param(g, "b", 1, (int64_t[]){4});
+    x = tm_requires_grad(g, x);
+    tm_node *h = tm_gelu(g, tm_scale(g, x, 1.5f, 0.1f));
+    h = tm_relu(g, tm_groupnorm(g, h, 2, w, b, 1e-5f));
+    h = tm_maxpool2d(g, h, 2, 2, 2, 2, 0, 0);
+    tm_node *loss = tm_add(g, tm_sum(g, tm_mul(g, h, G), 0, NULL, 0),
+                           tm_sum(g, tm_mul(g, x, x), 0, NULL, 0));
+    CHECK_OK(tm_graph_compile(g, loss, TM_GRAPH_TRAIN));
+    test_fill_uniform(tm_node_data(g, x), 288, 11, -2, 2);
+    test_fill_uniform(tm_node_data(g, G), 72, 12, -1, 1);
+    test_fill_uniform(tm_node_data(g, w), 4, 13, 0.5f, 1.5f);
+    test_fill_uniform(tm_node_data(g, b), 4, 14, -0.5f, 0.5f);
+    float dx[3][288], dw[3][4];
+    for (int pass = 0; pass < 3; pass++) {
+        CHECK_OK(tm_graph_forward(g));
+        CHECK_OK(tm_graph_backward(g));
+        memcpy(dx[pass], tm_node_grad(g, x), sizeof dx[0]);
+        memcpy(dw[pass], tm_node_grad(g, w), sizeof dw[0]);
+    }
+    CHECK(memcmp(dx[0], dx[1], sizeof dx[0]) == 0 && memcmp(dx[0], dx[2], sizeof dx[0]) == 0);
+    CHECK(memcmp(dw[0], dw[1], sizeof dw[0]) == 0 && memcmp(dw[0], dw[2], sizeof dw[0]) == 0);
+    /* central differences on a few entries of x */
+    float *xv = tm_node_data(g, x);
+    int idx[] = {0, 37, 101, 200, 287};
+    for (int k = 0; k < 5; k++) {
+        int i = idx[k];
+        const float eps = 1e-2f, keep = xv[i];
+        xv[i] = keep + eps;
+        CHECK_OK(tm_graph_forward(g));
+        double lp = *(float *)tm_node_data(g, loss);
+        xv[i] = keep - eps;
+        CHECK_OK(tm_graph_forward(g));
+        double lm = *(float *)tm_node_data(g, loss);
+        xv[i] = keep;
+        double fd = (lp - lm) / (2.0 * eps);
+        CHECK(fabs(fd - dx[0][i]) <= 2e-2 * (1.0 + fabs(fd)));
+    }
+    tm_graph_free(g);
+}
+
 int main(void)
 {
+    test_repeated_gradients();
     test_profile();
     test_bias_gradient();
     test_shared_params();
