@@ -19,7 +19,8 @@ static const tm_backend cpu_backend = {"cpu", tm_cpu_forward, tm_cpu_backward};
 /* ------------------------------------------------------------ profile */
 
 /* TRIMODAL_PROFILE (any value but "0" or empty) times every op of every
- * pass; tm_graph_free prints the table. Off, it costs one test per node. */
+ * pass; tm_graph_free prints the table. Off, it costs a branch or two per
+ * node. */
 static double now_s(void)
 {
     struct timespec t;
