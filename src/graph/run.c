@@ -19,8 +19,9 @@ static const tm_backend cpu_backend = {"cpu", tm_cpu_forward, tm_cpu_backward};
 /* ------------------------------------------------------------ profile */
 
 /* TRIMODAL_PROFILE (any value but "0" or empty) times every op of every
- * pass; tm_graph_free prints the table. Off, it costs a branch or two per
- * node. */
+ * pass, a checkpoint segment's recomputed forward steps included (they
+ * count as forward runs); tm_graph_free prints the table. Off, it costs a
+ * branch or two per node. */
 static double now_s(void)
 {
     struct timespec t;
@@ -34,6 +35,17 @@ static void prof_add(tm_graph *g, int row, int bwd, double t0)
     double dt = now_s() - t0;
     if (bwd) r->bwd_s += dt, r->bwd_n++;
     else r->fwd_s += dt, r->fwd_n++;
+}
+
+/* One node's forward (bwd = 0; the pass itself or a checkpoint segment's
+ * recompute) or backward step, timed when profiling. */
+static tm_status run_step(tm_graph *g, const tm_backend *be, tm_node *n, int bwd)
+{
+    if (!g->prof) return bwd ? be->backward(g, n) : be->forward(g, n);
+    double t0 = now_s();
+    tm_status s = bwd ? be->backward(g, n) : be->forward(g, n);
+    prof_add(g, n->op, bwd, t0);
+    return s;
 }
 
 static int prof_cmp(const void *a, const void *b)
@@ -177,10 +189,8 @@ tm_status tm_graph_forward(tm_graph *g)
     for (int i = 0; i < g->n; i++) {
         tm_node *n = g->nodes[i];
         if (!n->in_plan) continue;
-        double t0 = g->prof ? now_s() : 0;
-        tm_status s = be->forward(g, n);
+        tm_status s = run_step(g, be, n, 0);
         if (s) return s;
-        if (g->prof) prof_add(g, n->op, 0, t0);
     }
     g->rng_counter++;
     g->forwarded = 1;
@@ -194,7 +204,7 @@ static tm_status recompute(tm_graph *g, const tm_backend *be, const tm_segment *
     g->recomputing = 1;
     tm_status s = TM_OK;
     for (int j = seg->first; j <= seg->last && !s; j++)
-        if (g->nodes[j]->recompute) s = be->forward(g, g->nodes[j]);
+        if (g->nodes[j]->recompute) s = run_step(g, be, g->nodes[j], 0);
     g->recomputing = 0;
     return s;
 }
@@ -255,13 +265,9 @@ static tm_status backward(tm_graph *g, int accumulate)
                 g->grad_ready[st->id] = 1;
             }
         }
-        if (g->prof) {
-            prof_add(g, TM_OP_COUNT, 1, t0);
-            t0 = now_s();
-        }
-        tm_status s = be->backward(g, n);
+        if (g->prof) prof_add(g, TM_OP_COUNT, 1, t0);
+        tm_status s = run_step(g, be, n, 1);
         if (s) return s;
-        if (g->prof) prof_add(g, n->op, 1, t0);
     }
     return TM_OK;
 }

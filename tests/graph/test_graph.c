@@ -481,7 +481,7 @@ static void test_bias_gradient(void)
 /* Builds loss = sum(gelu(x W) * G), runs `passes` forward and backward
  * passes, frees the graph with stderr going to a file; returns what was
  * printed (malloc'd) and W's gradient in dw. */
-static char *profiled_run(const char *env, int passes, float *dw)
+static char *profiled_run(const char *env, int passes, int checkpoint, float *dw)
 {
     if (env) setenv("TRIMODAL_PROFILE", env, 1);
     else unsetenv("TRIMODAL_PROFILE");
@@ -489,7 +489,11 @@ static char *profiled_run(const char *env, int passes, float *dw)
     tm_node *x = tm_input(g, "x", TM_F32, 2, (int64_t[]){8, 6});
     tm_node *G = tm_input(g, "G", TM_F32, 2, (int64_t[]){8, 5});
     tm_node *w = tm_param(g, "w", 2, (int64_t[]){6, 5});
-    tm_node *loss = tm_sum(g, tm_mul(g, tm_gelu(g, tm_matmul(g, x, w, 0, 0)), G), 0, NULL, 0);
+    tm_node *h = tm_matmul(g, x, w, 0, 0);
+    if (checkpoint) h = tm_graph_checkpoint_begin(g, h);
+    h = tm_gelu(g, tm_scale(g, h, 2.0f, 0.0f));
+    if (checkpoint) h = tm_graph_checkpoint_end(g, h);
+    tm_node *loss = tm_sum(g, tm_mul(g, h, G), 0, NULL, 0);
     CHECK_OK(tm_graph_compile(g, loss, TM_GRAPH_TRAIN));
     test_fill_uniform(tm_node_data(g, x), 48, 1, -1, 1);
     test_fill_uniform(tm_node_data(g, G), 40, 2, -1, 1);
@@ -518,36 +522,49 @@ static char *profiled_run(const char *env, int passes, float *dw)
     return text;
 }
 
+/* The forward and backward run counts of op's row of a profile table;
+ * 0 when the row is missing or malformed. */
+static int row_counts(const char *table, const char *op, long long *nf, long long *nb)
+{
+    /* "\n  op  fwd_s  bwd_s  share%  fwd_runs  bwd_runs" */
+    char key[32], name[32];
+    snprintf(key, sizeof key, "\n  %s ", op);
+    const char *row = strstr(table, key);
+    double f, b, share;
+    return row && sscanf(row, "%31s %lf %lf %lf%% %lld %lld", name, &f, &b, &share, nf, nb) == 6;
+}
+
 /* TRIMODAL_PROFILE=1: a table with each op kind that ran, its pass
- * counts and the gradient zeroing; unset or "0": nothing. Profiling does
- * not change any result. */
+ * counts and the gradient zeroing; a checkpoint segment's recomputed
+ * steps count as forward runs; unset or "0": nothing. Profiling does not
+ * change any result. */
 static void test_profile(void)
 {
-    float dw[3][30];
-    char *on = profiled_run("1", 3, dw[0]);
-    char *off = profiled_run(NULL, 3, dw[1]);
-    char *zero = profiled_run("0", 3, dw[2]);
+    float dw[4][30];
+    char *on = profiled_run("1", 3, 0, dw[0]);
+    char *off = profiled_run(NULL, 3, 0, dw[1]);
+    char *zero = profiled_run("0", 3, 0, dw[2]);
+    char *ckpt = profiled_run("1", 3, 1, dw[3]);
     CHECK(strstr(on, "profile of a training graph") != NULL);
     CHECK(strstr(on, "(grad zeroing)") != NULL);
-    const char *ops[] = {"matmul", "gelu", "mul", "sum"};
-    for (int i = 0; i < 4; i++) {
-        /* "\n  op  fwd_s  bwd_s  share%  3  3": three passes each way */
-        char key[32];
-        snprintf(key, sizeof key, "\n  %s ", ops[i]);
-        const char *row = strstr(on, key);
-        CHECK(row != NULL);
-        if (!row) continue;
-        char name[32];
-        double f, b, share;
+    const char *ops[] = {"matmul", "scale", "gelu", "mul", "sum"};
+    for (int i = 0; i < 5; i++) {
         long long nf = 0, nb = 0;
-        CHECK(sscanf(row, "%31s %lf %lf %lf%% %lld %lld", name, &f, &b, &share, &nf, &nb) == 6);
-        CHECK(nf == 3 && nb == 3);
+        CHECK(row_counts(on, ops[i], &nf, &nb));
+        CHECK(nf == 3 && nb == 3); /* three passes each way */
     }
+    /* the segment keeps its output (gelu) and recomputes scale before
+     * the backward pass */
+    long long nf = 0, nb = 0;
+    CHECK(row_counts(ckpt, "scale", &nf, &nb) && nf == 6 && nb == 3);
+    CHECK(row_counts(ckpt, "gelu", &nf, &nb) && nf == 3 && nb == 3);
+    CHECK(row_counts(ckpt, "matmul", &nf, &nb) && nf == 3 && nb == 3);
     CHECK(off[0] == 0);
     CHECK(zero[0] == 0);
     CHECK(memcmp(dw[0], dw[1], sizeof dw[0]) == 0);
     CHECK(memcmp(dw[0], dw[2], sizeof dw[0]) == 0);
-    free(on), free(off), free(zero);
+    CHECK(memcmp(dw[0], dw[3], sizeof dw[0]) == 0);
+    free(on), free(off), free(zero), free(ckpt);
 }
 
 /* Gradient buffers are reused from pass to pass and zeroed (on the pool)
